@@ -26,6 +26,10 @@ pub enum FaultReason {
     WriteDenied,
     /// A read of a page mapped without read permission.
     ReadDenied,
+    /// An instruction fetch from a page mapped no-execute.
+    ExecuteDenied,
+    /// A user-mode (unprivileged) access to a supervisor-only page.
+    PrivilegeDenied,
     /// A table entry has a reserved bit set.
     ReservedBit,
     /// A table entry points outside memory.
@@ -46,6 +50,8 @@ impl fmt::Display for FaultReason {
             FaultReason::NotPresent => "not present",
             FaultReason::WriteDenied => "write to read-only page",
             FaultReason::ReadDenied => "read without permission",
+            FaultReason::ExecuteDenied => "execute on a no-execute page",
+            FaultReason::PrivilegeDenied => "user access to a supervisor page",
             FaultReason::ReservedBit => "reserved bit set",
             FaultReason::TableOutsideMemory => "table outside memory",
             FaultReason::OutsideMemory => "address outside memory",

@@ -1,0 +1,367 @@
+//! The walker: input address → physical address, as the hardware does it.
+
+use core::fmt;
+
+use iovirt_core::{
+    Access, AccessKind, FaultReason, PageSize, Perms, PhysAddress, PhysMemory, Privilege,
+};
+use serde::Serialize;
+
+use crate::config::Level;
+use crate::entry::{PageTableEntry, PteFlags};
+use crate::table::PageTable;
+
+/// Most entries one walk reads (5-level paging).
+pub const MAX_LEVELS: usize = 5;
+
+/// A successful translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Translation<A> {
+    /// The physical address of the input byte.
+    pub addr: A,
+    /// The start of the page holding it.
+    pub page: A,
+    /// The size of that page.
+    pub size: PageSize,
+    /// Effective permissions, combined over every level (READ is always set;
+    /// WRITE when R/W was set at every level; USER when U/S was; EXECUTE when
+    /// no level had NX).
+    pub perms: Perms,
+    /// The leaf entry as read (caching attributes PWT/PCD/PAT, G, A, D).
+    pub leaf: PageTableEntry,
+}
+
+/// Why a walk failed, and at which level. No byte of data was accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, thiserror::Error)]
+pub enum WalkFault {
+    /// The input address is not canonical (its top bits are not copies of
+    /// the highest translated bit).
+    #[error("address {addr:#x} is not canonical for a {width}-bit space")]
+    NonCanonical {
+        /// The input address.
+        addr: u64,
+        /// Translated width in bits.
+        width: u32,
+    },
+    /// The input address has bits set above the translated width.
+    #[error("address {addr:#x} is beyond the {width}-bit input width")]
+    BeyondWidth {
+        /// The input address.
+        addr: u64,
+        /// Translated width in bits.
+        width: u32,
+    },
+    /// The entry at `level` has P clear.
+    #[error("{level} not present")]
+    NotPresent {
+        /// Level of the entry.
+        level: Level,
+    },
+    /// The entry at `level` has a reserved bit set.
+    #[error("reserved bit set in {level} {entry:?}")]
+    ReservedBit {
+        /// Level of the entry.
+        level: Level,
+        /// The entry as read.
+        entry: PageTableEntry,
+    },
+    /// The table at `level` (or the root) lies outside memory.
+    #[error("{level} at {entry_addr:#x} is outside memory")]
+    TableOutsideMemory {
+        /// Level of the entry that could not be read.
+        level: Level,
+        /// Physical address of that entry.
+        entry_addr: u64,
+    },
+    /// A write to a page that is not writable at some level.
+    #[error("write to a read-only page (leaf {level})")]
+    WriteToReadOnly {
+        /// Level of the leaf.
+        level: Level,
+    },
+    /// A user-mode access to a page that is supervisor-only at some level.
+    #[error("user access to a supervisor page (leaf {level})")]
+    UserToSupervisor {
+        /// Level of the leaf.
+        level: Level,
+    },
+    /// An instruction fetch from a page with NX set at some level.
+    #[error("instruction fetch from a no-execute page (leaf {level})")]
+    ExecuteNx {
+        /// Level of the leaf.
+        level: Level,
+    },
+}
+
+impl WalkFault {
+    /// The reason a DMA port reports for this fault.
+    pub const fn reason(&self) -> FaultReason {
+        match self {
+            WalkFault::NonCanonical { .. } | WalkFault::BeyondWidth { .. } => {
+                FaultReason::AddressBeyondWidth
+            }
+            WalkFault::NotPresent { .. } => FaultReason::NotPresent,
+            WalkFault::ReservedBit { .. } => FaultReason::ReservedBit,
+            WalkFault::TableOutsideMemory { .. } => FaultReason::TableOutsideMemory,
+            WalkFault::WriteToReadOnly { .. } => FaultReason::WriteDenied,
+            WalkFault::UserToSupervisor { .. } => FaultReason::PrivilegeDenied,
+            WalkFault::ExecuteNx { .. } => FaultReason::ExecuteDenied,
+        }
+    }
+
+    /// The level the fault was found at, if it was found in a table.
+    pub const fn level(&self) -> Option<Level> {
+        match self {
+            WalkFault::NonCanonical { .. } | WalkFault::BeyondWidth { .. } => None,
+            WalkFault::NotPresent { level }
+            | WalkFault::ReservedBit { level, .. }
+            | WalkFault::TableOutsideMemory { level, .. }
+            | WalkFault::WriteToReadOnly { level }
+            | WalkFault::UserToSupervisor { level }
+            | WalkFault::ExecuteNx { level } => Some(*level),
+        }
+    }
+}
+
+/// One paging-structure entry a walk read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableRead<A> {
+    /// The level of the table read.
+    pub level: Level,
+    /// Physical address of the entry.
+    pub addr: A,
+    /// The entry's value.
+    pub entry: PageTableEntry,
+}
+
+impl<A: PhysAddress> TableRead<A> {
+    /// The physical address of the 4 KiB table holding the entry.
+    pub fn table(&self) -> A {
+        A::new(self.addr.raw() & !0xfff)
+    }
+}
+
+/// Every entry one walk read, in order, without allocating: what a caller
+/// charges the cost model for, and what a walk cache would fill from.
+#[derive(Clone, Copy)]
+pub struct WalkTrace<A> {
+    reads: [Option<TableRead<A>>; MAX_LEVELS],
+    len: usize,
+}
+
+impl<A: PhysAddress> WalkTrace<A> {
+    pub(crate) const fn new() -> Self {
+        WalkTrace {
+            reads: [None; MAX_LEVELS],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, read: TableRead<A>) {
+        if let Some(slot) = self.reads.get_mut(self.len) {
+            *slot = Some(read);
+            self.len += 1;
+        }
+    }
+
+    /// Number of entries read (the walk's memory accesses).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no entry was read (the input address was rejected up front).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The reads, top level first.
+    pub fn iter(&self) -> impl Iterator<Item = &TableRead<A>> + '_ {
+        self.reads.iter().take(self.len).flatten()
+    }
+}
+
+impl<A: fmt::Debug> fmt::Debug for WalkTrace<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.reads.iter().take(self.len).flatten())
+            .finish()
+    }
+}
+
+/// The result of a walk together with its trace (present on faults too: a
+/// faulting walk still read memory).
+#[derive(Debug, Clone, Copy)]
+pub struct Walk<A> {
+    /// The translation, or why there is none.
+    pub result: Result<Translation<A>, WalkFault>,
+    /// Every entry read.
+    pub trace: WalkTrace<A>,
+}
+
+/// Permissions accumulated over the levels walked so far.
+#[derive(Clone, Copy)]
+struct Accumulated {
+    writable: bool,
+    user: bool,
+    nx: bool,
+}
+
+impl<I, A: PhysAddress> PageTable<I, A> {
+    /// Walks the tables for `input` and checks `access` against the result,
+    /// reading memory only. Never writes, never panics, and reads at most one
+    /// entry per level whatever the tables contain (an entry pointing back at
+    /// its own table, or at another level's, just yields what that memory
+    /// holds at the next level).
+    #[inline]
+    pub fn walk_raw<M: PhysMemory<A> + ?Sized>(
+        &self,
+        mem: &M,
+        input: u64,
+        access: Access,
+    ) -> Walk<A> {
+        let mut trace = WalkTrace::new();
+        let result = self.walk_inner(mem, input, access, &mut trace);
+        if let Err(fault) = &result {
+            log::trace!(
+                "walk of {input:#x} ({access}) from root {}: {fault}",
+                self.root()
+            );
+        }
+        Walk { result, trace }
+    }
+
+    #[inline]
+    fn walk_inner<M: PhysMemory<A> + ?Sized>(
+        &self,
+        mem: &M,
+        input: u64,
+        access: Access,
+        trace: &mut WalkTrace<A>,
+    ) -> Result<Translation<A>, WalkFault> {
+        let cfg = self.config();
+        if !cfg.input_ok(input) {
+            let width = cfg.levels.width();
+            return Err(match cfg.input {
+                crate::InputCheck::Canonical => WalkFault::NonCanonical { addr: input, width },
+                crate::InputCheck::ZeroExtended => WalkFault::BeyondWidth { addr: input, width },
+            });
+        }
+        let phys_mask = cfg.phys_mask();
+        let mut table = self.root().raw() & phys_mask;
+        let mut acc = Accumulated {
+            writable: true,
+            user: true,
+            nx: false,
+        };
+        let mut level = cfg.levels.top();
+        loop {
+            let entry_addr = table | (level.index(input) << 3);
+            let raw = mem
+                .read_u64(A::new(entry_addr))
+                .map_err(|_| WalkFault::TableOutsideMemory { level, entry_addr })?;
+            let entry = PageTableEntry::from_raw(raw);
+            trace.push(TableRead {
+                level,
+                addr: A::new(entry_addr),
+                entry,
+            });
+            if !entry.is_present() {
+                return Err(WalkFault::NotPresent { level });
+            }
+            let ps = raw & PteFlags::PS.bits() != 0 && level != crate::Level::Pt;
+            if raw & cfg.reserved_bits(level, ps) != 0 {
+                return Err(WalkFault::ReservedBit { level, entry });
+            }
+            acc.writable &= raw & PteFlags::RW.bits() != 0;
+            acc.user &= raw & PteFlags::US.bits() != 0;
+            acc.nx |= cfg.nxe && raw & PteFlags::NX.bits() != 0;
+            let leaf_size = match (ps, level.below()) {
+                (true, _) | (_, None) => level.leaf_size(),
+                (false, Some(next)) => {
+                    table = raw & phys_mask;
+                    level = next;
+                    continue;
+                }
+            };
+            // A PS bit where no leaf may sit was rejected as reserved above.
+            let size = leaf_size.ok_or(WalkFault::ReservedBit { level, entry })?;
+            return check_access(cfg, acc, access, level).map(|perms| {
+                let page = entry.page_addr(size) & phys_mask;
+                Translation {
+                    addr: A::new(page | (input & size.mask())),
+                    page: A::new(page),
+                    size,
+                    perms,
+                    leaf: entry,
+                }
+            });
+        }
+    }
+
+    /// Like [`walk_raw`](Self::walk_raw), then, when the configuration asks
+    /// for it and the walk succeeded, sets A in every entry used and D in the
+    /// leaf of a write, as the hardware's page-miss handler does.
+    pub fn walk_raw_mut<M: PhysMemory<A> + ?Sized>(
+        &self,
+        mem: &mut M,
+        input: u64,
+        access: Access,
+    ) -> Walk<A> {
+        let mut walk = self.walk_raw(&*mem, input, access);
+        if !self.config().update_ad || walk.result.is_err() {
+            return walk;
+        }
+        let last = walk.trace.len().saturating_sub(1);
+        for (i, read) in walk.trace.reads.iter_mut().take(walk.trace.len).enumerate() {
+            let Some(read) = read else { continue };
+            let mut want = read.entry.raw() | PteFlags::A.bits();
+            if i == last && access.is_write() {
+                want |= PteFlags::D.bits();
+            }
+            if want != read.entry.raw() {
+                if mem.write_u64(read.addr, want).is_err() {
+                    walk.result = Err(WalkFault::TableOutsideMemory {
+                        level: read.level,
+                        entry_addr: read.addr.raw(),
+                    });
+                    return walk;
+                }
+                read.entry = PageTableEntry::from_raw(want);
+            }
+        }
+        if let Ok(t) = &mut walk.result
+            && let Some(Some(leaf)) = walk.trace.reads.get(last)
+        {
+            t.leaf = leaf.entry;
+        }
+        walk
+    }
+}
+
+fn check_access(
+    cfg: &crate::PagingConfig,
+    acc: Accumulated,
+    access: Access,
+    level: Level,
+) -> Result<Perms, WalkFault> {
+    let user = matches!(access.privilege, Privilege::User);
+    if user && !acc.user {
+        return Err(WalkFault::UserToSupervisor { level });
+    }
+    match access.kind {
+        AccessKind::Write if !acc.writable && (user || cfg.wp) => {
+            return Err(WalkFault::WriteToReadOnly { level });
+        }
+        AccessKind::Execute if acc.nx => return Err(WalkFault::ExecuteNx { level }),
+        _ => {}
+    }
+    let mut perms = Perms::READ;
+    perms.set(Perms::WRITE, acc.writable);
+    perms.set(Perms::USER, acc.user);
+    perms.set(Perms::EXECUTE, !acc.nx);
+    Ok(perms)
+}
+
+#[cfg(test)]
+mod tests;
