@@ -6,7 +6,7 @@ use core::marker::PhantomData;
 use iovirt_core::{Access, Address, Counter, PhysAddress, PhysMemory, Stats};
 use serde::Serialize;
 
-use crate::config::PagingConfig;
+use crate::config::{Level, PagingConfig};
 use crate::walk::{Translation, Walk, WalkFault};
 
 /// Counters of the edits made through one [`PageTable`].
@@ -44,6 +44,10 @@ impl Stats for MapperStats {}
 pub struct PageTable<I, A> {
     root: A,
     config: PagingConfig,
+    /// Reserved-bit masks derived from `config`, indexed by level number:
+    /// `[level][0]` for a table pointer, `[level][1]` for an entry with PS set.
+    /// Precomputed because the walker checks one per level on every walk.
+    pub(crate) reserved: [[u64; 2]; 6],
     pub(crate) stats: MapperStats,
     _input: PhantomData<fn(I)>,
 }
@@ -53,6 +57,7 @@ impl<I, A: Copy> Clone for PageTable<I, A> {
         PageTable {
             root: self.root,
             config: self.config,
+            reserved: self.reserved,
             stats: self.stats,
             _input: PhantomData,
         }
@@ -73,9 +78,19 @@ impl<I, A: PhysAddress> PageTable<I, A> {
     /// second-stage pointer, a PASID entry's first-stage pointer). Bits of
     /// `root` below 4 KiB and above MAXPHYADDR are ignored, as in CR3.
     pub fn from_root(root: A, config: PagingConfig) -> Self {
+        let mut reserved = [[0u64; 2]; 6];
+        for level in [Level::Pt, Level::Pd, Level::Pdpt, Level::Pml4, Level::Pml5] {
+            if let Some(masks) = reserved.get_mut(usize::from(level.number())) {
+                *masks = [
+                    config.reserved_bits(level, false),
+                    config.reserved_bits(level, true),
+                ];
+            }
+        }
         PageTable {
             root,
             config,
+            reserved,
             stats: MapperStats::default(),
             _input: PhantomData,
         }

@@ -145,14 +145,20 @@ impl<A: PhysAddress> TableRead<A> {
 /// charges the cost model for, and what a walk cache would fill from.
 #[derive(Clone, Copy)]
 pub struct WalkTrace<A> {
-    reads: [Option<TableRead<A>>; MAX_LEVELS],
+    reads: [TableRead<A>; MAX_LEVELS],
     len: usize,
 }
 
 impl<A: PhysAddress> WalkTrace<A> {
-    pub(crate) const fn new() -> Self {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        let unused = TableRead {
+            level: Level::Pt,
+            addr: A::new(0),
+            entry: PageTableEntry::EMPTY,
+        };
         WalkTrace {
-            reads: [None; MAX_LEVELS],
+            reads: [unused; MAX_LEVELS],
             len: 0,
         }
     }
@@ -160,7 +166,7 @@ impl<A: PhysAddress> WalkTrace<A> {
     #[inline]
     fn push(&mut self, read: TableRead<A>) {
         if let Some(slot) = self.reads.get_mut(self.len) {
-            *slot = Some(read);
+            *slot = read;
             self.len += 1;
         }
     }
@@ -177,14 +183,14 @@ impl<A: PhysAddress> WalkTrace<A> {
 
     /// The reads, top level first.
     pub fn iter(&self) -> impl Iterator<Item = &TableRead<A>> + '_ {
-        self.reads.iter().take(self.len).flatten()
+        self.reads.iter().take(self.len)
     }
 }
 
 impl<A: fmt::Debug> fmt::Debug for WalkTrace<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.reads.iter().take(self.len).flatten())
+            .entries(self.reads.iter().take(self.len))
             .finish()
     }
 }
@@ -249,11 +255,9 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         }
         let phys_mask = cfg.phys_mask();
         let mut table = self.root().raw() & phys_mask;
-        let mut acc = Accumulated {
-            writable: true,
-            user: true,
-            nx: false,
-        };
+        // R/W and U/S accumulate with AND, NX with OR: keep the raw bits.
+        let mut and_bits = PteFlags::RW.bits() | PteFlags::US.bits();
+        let mut or_bits = 0u64;
         let mut level = cfg.levels.top();
         loop {
             let entry_addr = table | (level.index(input) << 3);
@@ -269,32 +273,38 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             if !entry.is_present() {
                 return Err(WalkFault::NotPresent { level });
             }
-            let ps = raw & PteFlags::PS.bits() != 0 && level != crate::Level::Pt;
-            if raw & cfg.reserved_bits(level, ps) != 0 {
+            let ps = raw & PteFlags::PS.bits() != 0 && level != Level::Pt;
+            let reserved = self
+                .reserved
+                .get(usize::from(level.number()))
+                .map_or(u64::MAX, |m| if ps { m[1] } else { m[0] });
+            if raw & reserved != 0 {
                 return Err(WalkFault::ReservedBit { level, entry });
             }
-            acc.writable &= raw & PteFlags::RW.bits() != 0;
-            acc.user &= raw & PteFlags::US.bits() != 0;
-            acc.nx |= cfg.nxe && raw & PteFlags::NX.bits() != 0;
-            let leaf_size = match (ps, level.below()) {
-                (true, _) | (_, None) => level.leaf_size(),
-                (false, Some(next)) => {
-                    table = raw & phys_mask;
-                    level = next;
-                    continue;
-                }
-            };
+            and_bits &= raw;
+            or_bits |= raw;
+            if !ps && let Some(next) = level.below() {
+                table = raw & phys_mask;
+                level = next;
+                continue;
+            }
             // A PS bit where no leaf may sit was rejected as reserved above.
-            let size = leaf_size.ok_or(WalkFault::ReservedBit { level, entry })?;
-            return check_access(cfg, acc, access, level).map(|perms| {
-                let page = entry.page_addr(size) & phys_mask;
-                Translation {
-                    addr: A::new(page | (input & size.mask())),
-                    page: A::new(page),
-                    size,
-                    perms,
-                    leaf: entry,
-                }
+            let size = level
+                .leaf_size()
+                .ok_or(WalkFault::ReservedBit { level, entry })?;
+            let acc = Accumulated {
+                writable: and_bits & PteFlags::RW.bits() != 0,
+                user: and_bits & PteFlags::US.bits() != 0,
+                nx: cfg.nxe && or_bits & PteFlags::NX.bits() != 0,
+            };
+            let perms = check_access(cfg, acc, access, level)?;
+            let page = entry.page_addr(size) & phys_mask;
+            return Ok(Translation {
+                addr: A::new(page | (input & size.mask())),
+                page: A::new(page),
+                size,
+                perms,
+                leaf: entry,
             });
         }
     }
@@ -314,7 +324,6 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         }
         let last = walk.trace.len().saturating_sub(1);
         for (i, read) in walk.trace.reads.iter_mut().take(walk.trace.len).enumerate() {
-            let Some(read) = read else { continue };
             let mut want = read.entry.raw() | PteFlags::A.bits();
             if i == last && access.is_write() {
                 want |= PteFlags::D.bits();
@@ -331,7 +340,7 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             }
         }
         if let Ok(t) = &mut walk.result
-            && let Some(Some(leaf)) = walk.trace.reads.get(last)
+            && let Some(leaf) = walk.trace.reads.get(last)
         {
             t.leaf = leaf.entry;
         }
