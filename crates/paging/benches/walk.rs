@@ -6,7 +6,7 @@
 //! floor and `walker` the walk. `cargo xtask bench` prints the ratio.
 
 // Set-up code: a failure here is a broken benchmark, not a guest input.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 

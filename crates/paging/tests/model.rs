@@ -3,6 +3,9 @@
 //! paging. After every operation the tables must translate exactly as the
 //! model says, and when everything is unmapped only the root may remain.
 
+// Test code: a panic here is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::collections::BTreeMap;
 
 use iovirt_core::{Access, BitmapFrameAllocator, Gva, HostMemory, Hpa, PageSize, Perms};
