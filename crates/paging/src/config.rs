@@ -30,6 +30,19 @@ impl Level {
         self as u8
     }
 
+    /// The level numbered `n` (1 = page table, 5 = PML5).
+    #[inline]
+    pub const fn from_number(n: u8) -> Option<Level> {
+        match n {
+            1 => Some(Level::Pt),
+            2 => Some(Level::Pd),
+            3 => Some(Level::Pdpt),
+            4 => Some(Level::Pml4),
+            5 => Some(Level::Pml5),
+            _ => None,
+        }
+    }
+
     /// The address bit where this level's 9-bit index starts.
     #[inline]
     pub const fn shift(self) -> u32 {
@@ -263,6 +276,9 @@ mod tests {
         assert_eq!(Level::of_leaf(PageSize::Size1G), Level::Pdpt);
         assert_eq!(Level::Pml4.leaf_size(), None);
         assert_eq!(Level::Pdpt.to_string(), "PDPTE");
+        assert_eq!(Level::from_number(4), Some(Level::Pml4));
+        assert_eq!(Level::from_number(0), None);
+        assert_eq!(Level::from_number(6), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The walker: input address → physical address, as the hardware does it.
 
 use core::fmt;
+use core::marker::PhantomData;
 
 use iovirt_core::{
     Access, AccessKind, FaultReason, PageSize, Perms, PhysAddress, PhysMemory, Privilege,
@@ -143,30 +144,37 @@ impl<A: PhysAddress> TableRead<A> {
 
 /// Every entry one walk read, in order, without allocating: what a caller
 /// charges the cost model for, and what a walk cache would fill from.
+///
+/// Kept as two small arrays (entry addresses and values) rather than an
+/// array of [`TableRead`]s: the walker fills it on every walk, so it must be
+/// cheap to create and to push to.
 #[derive(Clone, Copy)]
 pub struct WalkTrace<A> {
-    reads: [TableRead<A>; MAX_LEVELS],
+    /// Level of the first read (the top table's).
+    top: Level,
     len: usize,
+    addrs: [u64; MAX_LEVELS],
+    entries: [u64; MAX_LEVELS],
+    _space: PhantomData<A>,
 }
 
 impl<A: PhysAddress> WalkTrace<A> {
     #[inline]
-    pub(crate) fn new() -> Self {
-        let unused = TableRead {
-            level: Level::Pt,
-            addr: A::new(0),
-            entry: PageTableEntry::EMPTY,
-        };
+    pub(crate) fn new(top: Level) -> Self {
         WalkTrace {
-            reads: [unused; MAX_LEVELS],
+            top,
             len: 0,
+            addrs: [0; MAX_LEVELS],
+            entries: [0; MAX_LEVELS],
+            _space: PhantomData,
         }
     }
 
     #[inline]
-    fn push(&mut self, read: TableRead<A>) {
-        if let Some(slot) = self.reads.get_mut(self.len) {
-            *slot = read;
+    fn push(&mut self, addr: u64, entry: u64) {
+        if let (Some(a), Some(e)) = (self.addrs.get_mut(self.len), self.entries.get_mut(self.len)) {
+            *a = addr;
+            *e = entry;
             self.len += 1;
         }
     }
@@ -181,28 +189,53 @@ impl<A: PhysAddress> WalkTrace<A> {
         self.len == 0
     }
 
+    /// The `i`th read (0 = the top table's).
+    pub fn get(&self, i: usize) -> Option<TableRead<A>> {
+        if i >= self.len {
+            return None;
+        }
+        let level = Level::from_number(self.top.number().checked_sub(u8::try_from(i).ok()?)?)?;
+        Some(TableRead {
+            level,
+            addr: A::new(*self.addrs.get(i)?),
+            entry: PageTableEntry::from_raw(*self.entries.get(i)?),
+        })
+    }
+
+    /// The last read (the leaf's, on a successful walk).
+    pub fn last(&self) -> Option<TableRead<A>> {
+        self.get(self.len.checked_sub(1)?)
+    }
+
     /// The reads, top level first.
-    pub fn iter(&self) -> impl Iterator<Item = &TableRead<A>> + '_ {
-        self.reads.iter().take(self.len)
+    pub fn iter(&self) -> impl Iterator<Item = TableRead<A>> + '_ {
+        (0..self.len).filter_map(|i| self.get(i))
     }
 }
 
-impl<A: fmt::Debug> fmt::Debug for WalkTrace<A> {
+impl<A: PhysAddress> fmt::Debug for WalkTrace<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.reads.iter().take(self.len))
-            .finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 /// The result of a walk together with its trace (present on faults too: a
 /// faulting walk still read memory).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Walk<A> {
     /// The translation, or why there is none.
     pub result: Result<Translation<A>, WalkFault>,
     /// Every entry read.
     pub trace: WalkTrace<A>,
+}
+
+impl<A: PhysAddress> fmt::Debug for Walk<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Walk")
+            .field("result", &self.result)
+            .field("trace", &self.trace)
+            .finish()
+    }
 }
 
 /// Permissions accumulated over the levels walked so far.
@@ -226,7 +259,7 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         input: u64,
         access: Access,
     ) -> Walk<A> {
-        let mut trace = WalkTrace::new();
+        let mut trace = WalkTrace::new(self.config().levels.top());
         let result = self.walk_inner(mem, input, access, &mut trace);
         if let Err(fault) = &result {
             log::trace!(
@@ -259,17 +292,15 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         let mut and_bits = PteFlags::RW.bits() | PteFlags::US.bits();
         let mut or_bits = 0u64;
         let mut level = cfg.levels.top();
+        // The index shift, stepped down with the level rather than derived from it.
+        let mut shift = level.shift();
         loop {
-            let entry_addr = table | (level.index(input) << 3);
+            let entry_addr = table | (((input >> shift) & 0x1ff) << 3);
             let raw = mem
                 .read_u64(A::new(entry_addr))
                 .map_err(|_| WalkFault::TableOutsideMemory { level, entry_addr })?;
+            trace.push(entry_addr, raw);
             let entry = PageTableEntry::from_raw(raw);
-            trace.push(TableRead {
-                level,
-                addr: A::new(entry_addr),
-                entry,
-            });
             if !entry.is_present() {
                 return Err(WalkFault::NotPresent { level });
             }
@@ -286,6 +317,7 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             if !ps && let Some(next) = level.below() {
                 table = raw & phys_mask;
                 level = next;
+                shift -= 9;
                 continue;
             }
             // A PS bit where no leaf may sit was rejected as reserved above.
@@ -323,24 +355,28 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             return walk;
         }
         let last = walk.trace.len().saturating_sub(1);
-        for (i, read) in walk.trace.reads.iter_mut().take(walk.trace.len).enumerate() {
+        for i in 0..walk.trace.len() {
+            let Some(read) = walk.trace.get(i) else { break };
             let mut want = read.entry.raw() | PteFlags::A.bits();
             if i == last && access.is_write() {
                 want |= PteFlags::D.bits();
             }
-            if want != read.entry.raw() {
-                if mem.write_u64(read.addr, want).is_err() {
-                    walk.result = Err(WalkFault::TableOutsideMemory {
-                        level: read.level,
-                        entry_addr: read.addr.raw(),
-                    });
-                    return walk;
-                }
-                read.entry = PageTableEntry::from_raw(want);
+            if want == read.entry.raw() {
+                continue;
+            }
+            if mem.write_u64(read.addr, want).is_err() {
+                walk.result = Err(WalkFault::TableOutsideMemory {
+                    level: read.level,
+                    entry_addr: read.addr.raw(),
+                });
+                return walk;
+            }
+            if let Some(e) = walk.trace.entries.get_mut(i) {
+                *e = want;
             }
         }
         if let Ok(t) = &mut walk.result
-            && let Some(leaf) = walk.trace.reads.get(last)
+            && let Some(leaf) = walk.trace.last()
         {
             t.leaf = leaf.entry;
         }

@@ -348,9 +348,7 @@ fn split_moves_the_pat_bit() {
     let pde =
         e.pt.walk(&e.mem, Gva::new(0x20_0000), Access::READ)
             .trace
-            .iter()
             .last()
-            .copied()
             .unwrap();
     e.mem
         .write_u64(pde.addr, pde.entry.raw() | HUGE_PAT)

@@ -463,8 +463,14 @@ fn trace_records_entry_values() {
     let walk = f
         .pt(PagingConfig::default())
         .walk(&f.mem, Gva::new(0x1000), Access::READ);
-    let last: Vec<TableRead<Hpa>> = walk.trace.iter().copied().skip(3).collect();
+    let last: Vec<TableRead<Hpa>> = walk.trace.iter().skip(3).collect();
     assert_eq!(last.len(), 1);
     assert_eq!(last.first().map(|r| r.entry.addr()), Some(0x12_3456_7000));
+    assert_eq!(walk.trace.last(), last.first().copied());
+    assert_eq!(
+        walk.trace.get(0).map(|r| (r.level, r.addr)),
+        Some((Level::Pml4, Hpa::new(0x1000)))
+    );
+    assert_eq!(walk.trace.get(4), None);
     assert!(format!("{:?}", walk.trace).contains("Pml4"));
 }
