@@ -82,7 +82,7 @@ mod walk;
 
 pub use config::{InputCheck, Level, Levels, PagingConfig};
 pub use entry::{ADDR_MASK, HUGE_PAT, PTE_PAT, PageTableEntry, PteFlags};
-pub use mapper::{EditReport, MapError, MapperStatsAfterFree, Mapping};
+pub use mapper::{EditReport, FreeReport, MapError, Mapping};
 pub use table::{MapperStats, PageTable};
 pub use walk::{MAX_LEVELS, TableRead, Translation, Walk, WalkFault, WalkTrace};
 

@@ -317,11 +317,7 @@ impl<I: Address, A: PhysAddress> PageTable<I, A> {
 
     /// Frees every table frame of the hierarchy, root included, without
     /// looking at what the leaves map.
-    pub fn free_all<M, F>(
-        mut self,
-        mem: &mut M,
-        frames: &mut F,
-    ) -> Result<MapperStatsAfterFree, MapError>
+    pub fn free_all<M, F>(mut self, mem: &mut M, frames: &mut F) -> Result<FreeReport, MapError>
     where
         M: PhysMemory<A> + ?Sized,
         F: FrameAllocator<A> + ?Sized,
@@ -329,7 +325,7 @@ impl<I: Address, A: PhysAddress> PageTable<I, A> {
         let root = self.root().raw() & self.config().phys_mask();
         let freed = free_subtree(mem, frames, root, self.config().levels.top(), self.config())?;
         self.stats.tables_freed.add(freed);
-        Ok(MapperStatsAfterFree {
+        Ok(FreeReport {
             tables_freed: freed,
             stats: self.stats,
         })
@@ -495,7 +491,7 @@ impl<I: Address, A: PhysAddress> PageTable<I, A> {
 
 /// What [`PageTable::free_all`] did, with the final counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MapperStatsAfterFree {
+pub struct FreeReport {
     /// Table frames freed by this call.
     pub tables_freed: u64,
     /// The hierarchy's counters at the end.

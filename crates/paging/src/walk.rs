@@ -145,16 +145,15 @@ impl<A: PhysAddress> TableRead<A> {
 /// Every entry one walk read, in order, without allocating: what a caller
 /// charges the cost model for, and what a walk cache would fill from.
 ///
-/// Kept as two small arrays (entry addresses and values) rather than an
-/// array of [`TableRead`]s: the walker fills it on every walk, so it must be
-/// cheap to create and to push to.
+/// Kept as raw (address, value) pairs rather than [`TableRead`]s: the walker
+/// fills it on every walk, so it must be cheap to create and to push to.
 #[derive(Clone, Copy)]
 pub struct WalkTrace<A> {
     /// Level of the first read (the top table's).
     top: Level,
     len: usize,
-    addrs: [u64; MAX_LEVELS],
-    entries: [u64; MAX_LEVELS],
+    /// (entry address, entry value) per read.
+    reads: [(u64, u64); MAX_LEVELS],
     _space: PhantomData<A>,
 }
 
@@ -164,17 +163,15 @@ impl<A: PhysAddress> WalkTrace<A> {
         WalkTrace {
             top,
             len: 0,
-            addrs: [0; MAX_LEVELS],
-            entries: [0; MAX_LEVELS],
+            reads: [(0, 0); MAX_LEVELS],
             _space: PhantomData,
         }
     }
 
     #[inline]
     fn push(&mut self, addr: u64, entry: u64) {
-        if let (Some(a), Some(e)) = (self.addrs.get_mut(self.len), self.entries.get_mut(self.len)) {
-            *a = addr;
-            *e = entry;
+        if let Some(slot) = self.reads.get_mut(self.len) {
+            *slot = (addr, entry);
             self.len += 1;
         }
     }
@@ -195,10 +192,11 @@ impl<A: PhysAddress> WalkTrace<A> {
             return None;
         }
         let level = Level::from_number(self.top.number().checked_sub(u8::try_from(i).ok()?)?)?;
+        let &(addr, entry) = self.reads.get(i)?;
         Some(TableRead {
             level,
-            addr: A::new(*self.addrs.get(i)?),
-            entry: PageTableEntry::from_raw(*self.entries.get(i)?),
+            addr: A::new(addr),
+            entry: PageTableEntry::from_raw(entry),
         })
     }
 
@@ -291,35 +289,45 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         // R/W and U/S accumulate with AND, NX with OR: keep the raw bits.
         let mut and_bits = PteFlags::RW.bits() | PteFlags::US.bits();
         let mut or_bits = 0u64;
-        let mut level = cfg.levels.top();
-        // The index shift, stepped down with the level rather than derived from it.
-        let mut shift = level.shift();
+        // The loop runs on the level's number and index shift, stepped down
+        // together; the `Level` enum is only built for a fault or the leaf.
+        let mut n = usize::from(cfg.levels.count());
+        let mut shift = cfg.levels.top().shift();
         loop {
             let entry_addr = table | (((input >> shift) & 0x1ff) << 3);
-            let raw = mem
-                .read_u64(A::new(entry_addr))
-                .map_err(|_| WalkFault::TableOutsideMemory { level, entry_addr })?;
+            let raw =
+                mem.read_u64(A::new(entry_addr))
+                    .map_err(|_| WalkFault::TableOutsideMemory {
+                        level: level_no(n),
+                        entry_addr,
+                    })?;
             trace.push(entry_addr, raw);
-            let entry = PageTableEntry::from_raw(raw);
-            if !entry.is_present() {
-                return Err(WalkFault::NotPresent { level });
+            if raw & PteFlags::P.bits() == 0 {
+                return Err(WalkFault::NotPresent { level: level_no(n) });
             }
-            let ps = raw & PteFlags::PS.bits() != 0 && level != Level::Pt;
+            // Bit 7 is PS above the page table and PAT in it.
+            let ps = raw & PteFlags::PS.bits() != 0 && n > 1;
             let reserved = self
                 .reserved
-                .get(usize::from(level.number()))
+                .get(n)
                 .map_or(u64::MAX, |m| if ps { m[1] } else { m[0] });
             if raw & reserved != 0 {
-                return Err(WalkFault::ReservedBit { level, entry });
+                let entry = PageTableEntry::from_raw(raw);
+                return Err(WalkFault::ReservedBit {
+                    level: level_no(n),
+                    entry,
+                });
             }
             and_bits &= raw;
             or_bits |= raw;
-            if !ps && let Some(next) = level.below() {
+            if !ps && n > 1 {
                 table = raw & phys_mask;
-                level = next;
+                n -= 1;
                 shift -= 9;
                 continue;
             }
+            let level = level_no(n);
+            let entry = PageTableEntry::from_raw(raw);
             // A PS bit where no leaf may sit was rejected as reserved above.
             let size = level
                 .leaf_size()
@@ -371,8 +379,8 @@ impl<I, A: PhysAddress> PageTable<I, A> {
                 });
                 return walk;
             }
-            if let Some(e) = walk.trace.entries.get_mut(i) {
-                *e = want;
+            if let Some(slot) = walk.trace.reads.get_mut(i) {
+                slot.1 = want;
             }
         }
         if let Ok(t) = &mut walk.result
@@ -381,6 +389,18 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             t.leaf = leaf.entry;
         }
         walk
+    }
+}
+
+/// The level numbered `n`, which the walk keeps within 1..=5.
+#[inline]
+fn level_no(n: usize) -> Level {
+    match n {
+        0 | 1 => Level::Pt,
+        2 => Level::Pd,
+        3 => Level::Pdpt,
+        4 => Level::Pml4,
+        _ => Level::Pml5,
     }
 }
 
