@@ -213,7 +213,7 @@ impl PagingConfig {
 
     /// The physical-address bits of an entry under this MAXPHYADDR.
     #[inline]
-    pub(crate) const fn phys_mask(&self) -> u64 {
+    pub const fn phys_mask(&self) -> u64 {
         let bits = if self.max_phys_bits > 52 {
             52
         } else {

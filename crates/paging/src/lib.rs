@@ -84,7 +84,7 @@ pub use config::{InputCheck, Level, Levels, PagingConfig};
 pub use entry::{ADDR_MASK, HUGE_PAT, PTE_PAT, PageTableEntry, PteFlags};
 pub use mapper::{EditReport, FreeReport, MapError, Mapping};
 pub use table::{MapperStats, PageTable};
-pub use walk::{MAX_LEVELS, TableRead, Translation, Walk, WalkFault, WalkTrace};
+pub use walk::{MAX_LEVELS, TableRead, Translation, Walk, WalkFault, WalkStart, WalkTrace};
 
 #[doc(no_inline)]
 pub use iovirt_core::{Access, FrameAllocator, PhysMemory};

@@ -236,6 +236,48 @@ impl<A: PhysAddress> fmt::Debug for Walk<A> {
     }
 }
 
+/// A point a walk can start from: the root, or a table further down that an
+/// earlier walk reached (what a paging-structure cache remembers), with the
+/// rights accumulated above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct WalkStart {
+    /// Physical address of the table to read next.
+    pub table: u64,
+    /// Level of that table.
+    pub level: Level,
+    /// R/W and U/S as accumulated (AND) over the entries above.
+    pub and_bits: u64,
+    /// NX as accumulated (OR) over the entries above.
+    pub or_bits: u64,
+}
+
+impl<A: PhysAddress> Walk<A> {
+    /// Where a later walk of an address in the same `level` span can resume:
+    /// below the non-leaf entry this walk read at `level`, with the rights
+    /// accumulated down to it. `None` if the walk did not pass through a
+    /// table pointer at that level. Feeds a paging-structure (walk) cache.
+    pub fn resume_below(&self, level: Level, phys_mask: u64) -> Option<WalkStart> {
+        let below = level.below()?;
+        let mut and_bits = PteFlags::RW.bits() | PteFlags::US.bits();
+        let mut or_bits = 0;
+        for read in self.trace.iter() {
+            let raw = read.entry.raw();
+            and_bits &= raw;
+            or_bits |= raw;
+            if read.level == level {
+                let is_table = read.entry.is_present() && raw & PteFlags::PS.bits() == 0;
+                return is_table.then_some(WalkStart {
+                    table: raw & phys_mask & crate::ADDR_MASK,
+                    level: below,
+                    and_bits,
+                    or_bits,
+                });
+            }
+        }
+        None
+    }
+}
+
 /// Permissions accumulated over the levels walked so far.
 #[derive(Clone, Copy)]
 struct Accumulated {
@@ -257,8 +299,35 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         input: u64,
         access: Access,
     ) -> Walk<A> {
-        let mut trace = WalkTrace::new(self.config().levels.top());
-        let result = self.walk_inner(mem, input, access, &mut trace);
+        self.walk_raw_from(mem, input, access, self.start())
+    }
+
+    /// The start of a full walk: the root table, nothing accumulated.
+    #[inline]
+    pub fn start(&self) -> WalkStart {
+        WalkStart {
+            table: self.root().raw() & self.config().phys_mask(),
+            level: self.config().levels.top(),
+            and_bits: PteFlags::RW.bits() | PteFlags::US.bits(),
+            or_bits: 0,
+        }
+    }
+
+    /// A walk from `start` (a table an earlier walk of the same hierarchy
+    /// reached, see [`Walk::resume_below`]) instead of from the root. The
+    /// trace holds only the reads this walk made. A start above the mode's
+    /// top level is treated as the top.
+    #[inline]
+    pub fn walk_raw_from<M: PhysMemory<A> + ?Sized>(
+        &self,
+        mem: &M,
+        input: u64,
+        access: Access,
+        start: WalkStart,
+    ) -> Walk<A> {
+        let level = start.level.min(self.config().levels.top());
+        let mut trace = WalkTrace::new(level);
+        let result = self.walk_inner(mem, input, access, WalkStart { level, ..start }, &mut trace);
         if let Err(fault) = &result {
             log::trace!(
                 "walk of {input:#x} ({access}) from root {}: {fault}",
@@ -274,6 +343,7 @@ impl<I, A: PhysAddress> PageTable<I, A> {
         mem: &M,
         input: u64,
         access: Access,
+        start: WalkStart,
         trace: &mut WalkTrace<A>,
     ) -> Result<Translation<A>, WalkFault> {
         let cfg = self.config();
@@ -285,14 +355,14 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             });
         }
         let phys_mask = cfg.phys_mask();
-        let mut table = self.root().raw() & phys_mask;
+        let mut table = start.table & phys_mask;
         // R/W and U/S accumulate with AND, NX with OR: keep the raw bits.
-        let mut and_bits = PteFlags::RW.bits() | PteFlags::US.bits();
-        let mut or_bits = 0u64;
+        let mut and_bits = start.and_bits;
+        let mut or_bits = start.or_bits;
         // The loop runs on the level's number and index shift, stepped down
         // together; the `Level` enum is only built for a fault or the leaf.
-        let mut n = usize::from(cfg.levels.count());
-        let mut shift = cfg.levels.top().shift();
+        let mut n = usize::from(start.level.number());
+        let mut shift = start.level.shift();
         loop {
             let entry_addr = table | (((input >> shift) & 0x1ff) << 3);
             let raw =

@@ -474,3 +474,46 @@ fn trace_records_entry_values() {
     assert_eq!(walk.trace.get(4), None);
     assert!(format!("{:?}", walk.trace).contains("Pml4"));
 }
+
+#[test]
+fn resumed_walk_skips_the_upper_levels() {
+    let mut f = Fixture::new();
+    f.set(0x2000, 0x3000 | P | US); // R/W clear in the PDPTE: must survive the resume
+    let pt = f.pt(PagingConfig::default());
+    let full = pt.walk(&f.mem, Gva::new(0x1000), Access::READ);
+    let start = full
+        .resume_below(Level::Pd, pt.config().phys_mask())
+        .unwrap();
+    assert_eq!((start.table, start.level), (0x4000, Level::Pt));
+    let resumed = pt.walk_raw_from(&f.mem, 0x1000, Access::READ, start);
+    assert_eq!(resumed.result, full.result);
+    assert_eq!(resumed.trace.len(), 1);
+    assert_eq!(
+        resumed.trace.get(0).map(|r| (r.level, r.addr.raw())),
+        Some((Level::Pt, 0x4008))
+    );
+    // The rights accumulated above the resume point still apply.
+    assert_eq!(
+        pt.walk_raw_from(&f.mem, 0x1000, Access::WRITE, start)
+            .result,
+        Err(WalkFault::WriteToReadOnly { level: Level::Pt })
+    );
+    // No resume point below a leaf, or at a level the walk did not reach.
+    f.set(0x3008, 0x8000_0000 | P | RW | PS);
+    let huge = pt.walk(&f.mem, Gva::new(0x20_0000), Access::READ);
+    assert_eq!(huge.resume_below(Level::Pd, pt.config().phys_mask()), None);
+    assert_eq!(huge.resume_below(Level::Pt, pt.config().phys_mask()), None);
+    assert!(
+        huge.resume_below(Level::Pdpt, pt.config().phys_mask())
+            .is_some()
+    );
+    // A start above the mode's top level is clamped to the top.
+    let mut odd = pt.start();
+    odd.level = Level::Pml5;
+    assert_eq!(
+        pt.walk_raw_from(&f.mem, 0x1000, Access::READ, odd)
+            .trace
+            .len(),
+        4
+    );
+}
