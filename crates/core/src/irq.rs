@@ -20,3 +20,11 @@ pub trait InterruptSink {
     /// Delivers `irq`.
     fn raise(&mut self, irq: Irq);
 }
+
+/// Collects every interrupt raised, in order: a sink for tests and simple
+/// platforms that poll (it grows by one per interrupt; drain it).
+impl InterruptSink for Vec<Irq> {
+    fn raise(&mut self, irq: Irq) {
+        self.push(irq);
+    }
+}

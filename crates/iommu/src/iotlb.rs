@@ -1,0 +1,481 @@
+//! The IOTLB: a set-associative cache of translations.
+//!
+//! Entries are tagged with the address space (a domain, or a GVMI), the PASID
+//! (or none), the page number and the page size, so one huge page takes one
+//! entry. A lookup probes the 4 KiB set, then the 2 MiB and 1 GiB sets only
+//! when entries of those sizes exist. Faults are never cached.
+
+use iovirt_core::{Counter, PageSize, Perms, Stats};
+use serde::{Deserialize, Serialize};
+
+/// Which entry of a full set is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Replacement {
+    /// Least recently used (a hit refreshes the entry).
+    Lru,
+    /// First in, first out (a hit does not refresh).
+    Fifo,
+}
+
+/// IOTLB geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IotlbConfig {
+    /// Total entries; 0 disables the IOTLB (every access walks).
+    pub entries: usize,
+    /// Entries per set: 1 is direct-mapped, `entries` (or 0) fully
+    /// associative. `entries / ways` must be a power of two.
+    pub ways: usize,
+    /// Replacement policy within a set.
+    pub replacement: Replacement,
+}
+
+impl Default for IotlbConfig {
+    /// 64 entries, 4-way, LRU: the order of an IOMMU's per-unit IOTLB.
+    fn default() -> Self {
+        IotlbConfig {
+            entries: 64,
+            ways: 4,
+            replacement: Replacement::Lru,
+        }
+    }
+}
+
+/// An [`IotlbConfig`] that no hardware could have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("IOTLB of {entries} entries in {ways}-way sets: the number of sets must be a power of two")]
+pub struct BadIotlbConfig {
+    /// Entries asked for.
+    pub entries: usize,
+    /// Ways asked for.
+    pub ways: usize,
+}
+
+/// IOTLB counters (hits and misses are counted by the IOMMU, which knows
+/// when a hit is refused for permissions and walks again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IotlbStats {
+    /// Entries written after a walk (demand or prefetch).
+    pub fills: Counter,
+    /// Valid entries replaced to make room.
+    pub evictions: Counter,
+    /// Entries written by a prefetch.
+    pub prefetch_fills: Counter,
+    /// Prefetched entries hit by a demand access before leaving the IOTLB.
+    pub prefetch_used: Counter,
+    /// Prefetched entries evicted or invalidated without a demand hit.
+    pub prefetch_wasted: Counter,
+    /// Entries removed by invalidation.
+    pub invalidated: Counter,
+}
+
+impl Stats for IotlbStats {}
+
+/// Marks "no PASID" in a tag.
+pub(crate) const NO_PASID: u32 = u32::MAX;
+
+/// What an entry translates: an address space, a PASID, a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tag {
+    /// Domain id, or `GVMI_SPACE | gvmi`.
+    pub space: u32,
+    /// PASID, or [`NO_PASID`].
+    pub pasid: u32,
+}
+
+/// Tag spaces of GVMI-keyed translations, kept apart from domain ids.
+pub(crate) const GVMI_SPACE: u32 = 1 << 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    tag: Tag,
+    /// Input page number (input address >> size shift).
+    vpn: u64,
+    size: PageSize,
+    /// Output page base.
+    out: u64,
+    perms: Perms,
+    /// LRU: last use; FIFO: fill time.
+    stamp: u64,
+    valid: bool,
+    prefetched: bool,
+    used: bool,
+}
+
+const EMPTY: Entry = Entry {
+    tag: Tag { space: 0, pasid: 0 },
+    vpn: 0,
+    size: PageSize::Size4K,
+    out: 0,
+    perms: Perms::empty(),
+    stamp: 0,
+    valid: false,
+    prefetched: false,
+    used: false,
+};
+
+/// A cached translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hit {
+    /// Output address of the looked-up byte.
+    pub out: u64,
+    /// Size of the page.
+    pub size: PageSize,
+    /// Permissions of the cached translation.
+    pub perms: Perms,
+}
+
+/// The IOTLB.
+#[derive(Debug, Clone)]
+pub struct Iotlb {
+    config: IotlbConfig,
+    ways: usize,
+    set_mask: u64,
+    entries: Vec<Entry>,
+    tick: u64,
+    /// Valid entries per size, so lookups skip sizes that are absent.
+    by_size: [usize; 3],
+    stats: IotlbStats,
+}
+
+fn size_index(size: PageSize) -> usize {
+    match size {
+        PageSize::Size4K => 0,
+        PageSize::Size2M => 1,
+        PageSize::Size1G => 2,
+    }
+}
+
+impl Iotlb {
+    /// An empty IOTLB of the given geometry.
+    pub fn new(config: IotlbConfig) -> Result<Iotlb, BadIotlbConfig> {
+        let ways = if config.ways == 0 {
+            config.entries
+        } else {
+            config.ways.min(config.entries)
+        };
+        let sets = config.entries.checked_div(ways).unwrap_or(0);
+        let bad = BadIotlbConfig {
+            entries: config.entries,
+            ways: config.ways,
+        };
+        if config.entries != 0 && (sets * ways != config.entries || !sets.is_power_of_two()) {
+            return Err(bad);
+        }
+        Ok(Iotlb {
+            config,
+            ways,
+            set_mask: (sets as u64).saturating_sub(1),
+            entries: vec![EMPTY; config.entries],
+            tick: 0,
+            by_size: [0; 3],
+            stats: IotlbStats::default(),
+        })
+    }
+
+    /// The geometry.
+    pub fn config(&self) -> &IotlbConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &IotlbStats {
+        &self.stats
+    }
+
+    /// Sets the counters to zero.
+    pub(crate) fn reset_stats(&mut self) {
+        self.stats.reset();
+    }
+
+    /// Valid entries.
+    pub fn occupancy(&self) -> usize {
+        self.by_size.iter().sum()
+    }
+
+    fn set_range(&self, vpn: u64, size: PageSize) -> core::ops::Range<usize> {
+        // Mix the size in so 4 KiB and huge pages of the same number spread.
+        let set = ((vpn ^ (size_index(size) as u64).wrapping_mul(0x9e37)) & self.set_mask) as usize;
+        let first = set * self.ways;
+        first..first + self.ways
+    }
+
+    /// Looks `addr` up. A demand lookup (not a prefetch's check) marks a
+    /// prefetched entry as used.
+    #[inline]
+    pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        self.tick += 1;
+        for size in PageSize::ALL {
+            if self.by_size.get(size_index(size)).copied().unwrap_or(0) == 0 {
+                continue;
+            }
+            let vpn = addr >> size.shift();
+            let range = self.set_range(vpn, size);
+            let Some(set) = self.entries.get_mut(range) else {
+                continue;
+            };
+            let Some(e) = set
+                .iter_mut()
+                .find(|e| e.valid && e.vpn == vpn && e.size == size && e.tag == tag)
+            else {
+                continue;
+            };
+            if self.config.replacement == Replacement::Lru {
+                e.stamp = self.tick;
+            }
+            if demand && !e.used {
+                e.used = true;
+                if e.prefetched {
+                    self.stats.prefetch_used.inc();
+                }
+            }
+            return Some(Hit {
+                out: e.out | (addr & size.mask()),
+                size,
+                perms: e.perms,
+            });
+        }
+        None
+    }
+
+    /// Caches a translation of the page of `size` holding `addr` to the
+    /// output page `out`. Replaces an entry with the same tag and page.
+    pub(crate) fn insert(
+        &mut self,
+        tag: Tag,
+        addr: u64,
+        size: PageSize,
+        out: u64,
+        perms: Perms,
+        prefetch: bool,
+    ) {
+        if self.entries.is_empty() {
+            return;
+        }
+        self.tick += 1;
+        let vpn = addr >> size.shift();
+        let range = self.set_range(vpn, size);
+        let tick = self.tick;
+        let Some(set) = self.entries.get_mut(range) else {
+            return;
+        };
+        let slot = match set
+            .iter()
+            .position(|e| e.valid && e.vpn == vpn && e.size == size && e.tag == tag)
+        {
+            Some(same) => same,
+            None => match set.iter().position(|e| !e.valid) {
+                Some(free) => free,
+                None => set
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, e)| e.stamp)
+                    .map_or(0, |(i, _)| i),
+            },
+        };
+        let Some(victim) = set.get_mut(slot) else {
+            return;
+        };
+        let replaced_same =
+            victim.valid && victim.vpn == vpn && victim.size == size && victim.tag == tag;
+        if victim.valid {
+            if !replaced_same {
+                self.stats.evictions.inc();
+            }
+            if victim.prefetched && !victim.used && !replaced_same {
+                self.stats.prefetch_wasted.inc();
+            }
+            if let Some(n) = self.by_size.get_mut(size_index(victim.size)) {
+                *n -= 1;
+            }
+        }
+        // A demand fill of a page the prefetcher already brought in keeps its credit.
+        let keep_prefetch_credit = replaced_same && victim.prefetched;
+        *victim = Entry {
+            tag,
+            vpn,
+            size,
+            out: out & !size.mask(),
+            perms,
+            stamp: tick,
+            valid: true,
+            prefetched: prefetch || keep_prefetch_credit,
+            used: replaced_same && victim.used,
+        };
+        if let Some(n) = self.by_size.get_mut(size_index(size)) {
+            *n += 1;
+        }
+        self.stats.fills.inc();
+        if prefetch {
+            self.stats.prefetch_fills.inc();
+        }
+    }
+
+    /// Removes every entry `pred` selects; returns how many.
+    pub(crate) fn invalidate(&mut self, mut pred: impl FnMut(Tag, u64, PageSize) -> bool) -> u64 {
+        let mut removed = 0;
+        for e in self.entries.iter_mut().filter(|e| e.valid) {
+            if pred(e.tag, e.vpn << e.size.shift(), e.size) {
+                e.valid = false;
+                removed += 1;
+                if e.prefetched && !e.used {
+                    self.stats.prefetch_wasted.inc();
+                }
+                if let Some(n) = self.by_size.get_mut(size_index(e.size)) {
+                    *n -= 1;
+                }
+            }
+        }
+        self.stats.invalidated.add(removed);
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Tag = Tag {
+        space: 1,
+        pasid: NO_PASID,
+    };
+    const RW: Perms = Perms::READ.union(Perms::WRITE);
+
+    fn tlb(entries: usize, ways: usize, replacement: Replacement) -> Iotlb {
+        Iotlb::new(IotlbConfig {
+            entries,
+            ways,
+            replacement,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn geometry_is_checked() {
+        assert!(
+            Iotlb::new(IotlbConfig {
+                entries: 12,
+                ways: 4,
+                ..IotlbConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Iotlb::new(IotlbConfig {
+                entries: 10,
+                ways: 4,
+                ..IotlbConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Iotlb::new(IotlbConfig {
+                entries: 15,
+                ways: 0,
+                ..IotlbConfig::default()
+            })
+            .is_ok()
+        );
+        assert!(
+            Iotlb::new(IotlbConfig {
+                entries: 16,
+                ways: 1,
+                ..IotlbConfig::default()
+            })
+            .is_ok()
+        );
+        let mut off = tlb(0, 0, Replacement::Lru);
+        off.insert(T, 0x1000, PageSize::Size4K, 0x5000, RW, false);
+        assert_eq!(off.lookup(T, 0x1000, true), None);
+    }
+
+    #[test]
+    fn hit_returns_the_byte_address_and_tags_separate_spaces() {
+        let mut t = tlb(16, 4, Replacement::Lru);
+        t.insert(T, 0x1234, PageSize::Size4K, 0x9000, RW, false);
+        assert_eq!(
+            t.lookup(T, 0x1abc, true),
+            Some(Hit {
+                out: 0x9abc,
+                size: PageSize::Size4K,
+                perms: RW
+            })
+        );
+        assert_eq!(
+            t.lookup(
+                Tag {
+                    space: 2,
+                    pasid: NO_PASID
+                },
+                0x1abc,
+                true
+            ),
+            None
+        );
+        assert_eq!(t.lookup(Tag { space: 1, pasid: 7 }, 0x1abc, true), None);
+        assert_eq!(t.lookup(T, 0x2000, true), None);
+        // A huge page is one entry covering all of it.
+        t.insert(T, 0x4000_0000, PageSize::Size2M, 0x8_0000_0000, RW, false);
+        assert_eq!(t.occupancy(), 2);
+        assert_eq!(
+            t.lookup(T, 0x401f_fff0, true).map(|h| h.out),
+            Some(0x8_001f_fff0)
+        );
+    }
+
+    #[test]
+    fn lru_and_fifo_pick_different_victims() {
+        for (policy, survivor) in [(Replacement::Lru, 0x0u64), (Replacement::Fifo, 0x1000)] {
+            let mut t = tlb(2, 0, policy); // fully associative, two entries
+            t.insert(T, 0x0, PageSize::Size4K, 0x10_0000, RW, false);
+            t.insert(T, 0x1000, PageSize::Size4K, 0x20_0000, RW, false);
+            assert!(t.lookup(T, 0x0, true).is_some()); // refreshes 0x0 under LRU only
+            t.insert(T, 0x2000, PageSize::Size4K, 0x30_0000, RW, false);
+            assert!(t.lookup(T, survivor, true).is_some(), "{policy:?}");
+            assert_eq!(t.stats().evictions.get(), 1);
+        }
+    }
+
+    #[test]
+    fn direct_mapped_conflicts() {
+        let mut t = tlb(4, 1, Replacement::Lru);
+        t.insert(T, 0x0, PageSize::Size4K, 0x10_0000, RW, false);
+        t.insert(T, 0x4000, PageSize::Size4K, 0x20_0000, RW, false); // same set: vpn 0 and 4
+        assert_eq!(t.lookup(T, 0x0, true), None);
+        assert!(t.lookup(T, 0x4000, true).is_some());
+        assert_eq!(t.occupancy(), 1);
+    }
+
+    #[test]
+    fn prefetch_used_and_wasted() {
+        let mut t = tlb(2, 0, Replacement::Lru);
+        t.insert(T, 0x0, PageSize::Size4K, 0x10_0000, RW, true);
+        t.insert(T, 0x1000, PageSize::Size4K, 0x20_0000, RW, true);
+        assert!(t.lookup(T, 0x0, true).is_some());
+        assert!(t.lookup(T, 0x0, true).is_some()); // a second hit is not a second use
+        assert_eq!(t.stats().prefetch_used.get(), 1);
+        t.insert(T, 0x2000, PageSize::Size4K, 0x30_0000, RW, false); // evicts 0x1000, never used
+        assert_eq!(t.stats().prefetch_wasted.get(), 1);
+        assert_eq!(t.stats().prefetch_fills.get(), 2);
+        // Invalidating an unused prefetch also wastes it.
+        t.insert(T, 0x5000, PageSize::Size4K, 0x40_0000, RW, true);
+        let n = t.invalidate(|_, addr, _| addr == 0x5000);
+        assert_eq!(n, 1);
+        assert_eq!(t.stats().prefetch_wasted.get(), 2);
+        assert_eq!(t.stats().invalidated.get(), 1);
+    }
+
+    #[test]
+    fn refill_of_the_same_page_is_not_an_eviction() {
+        let mut t = tlb(4, 0, Replacement::Lru);
+        t.insert(T, 0x0, PageSize::Size4K, 0x10_0000, Perms::READ, true);
+        t.insert(T, 0x0, PageSize::Size4K, 0x10_0000, RW, false);
+        assert_eq!(t.occupancy(), 1);
+        assert_eq!(t.stats().evictions.get(), 0);
+        assert_eq!(t.lookup(T, 0x0, true).map(|h| h.perms), Some(RW));
+        assert_eq!(t.stats().prefetch_used.get(), 1);
+    }
+}

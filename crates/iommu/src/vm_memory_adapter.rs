@@ -1,0 +1,1 @@
+//! Adapter to rust-vmm's `vm-memory` (being written).
