@@ -472,7 +472,12 @@ impl Iommu {
 
 /// The byte range of `2^order` 4 KiB pages containing `addr`.
 fn page_range(addr: u64, order: u8) -> (u64, u64) {
-    let len = 4096u64 << u32::from(order).min(52);
+    let shift = 12 + u32::from(order);
+    if shift >= 64 {
+        // A mask wider than the address space covers all of it.
+        return (0, u64::MAX);
+    }
+    let len = 1u64 << shift;
     (addr & !(len - 1), len)
 }
 
