@@ -271,28 +271,56 @@ impl Iommu {
             config,
             ..
         } = self;
+
+        // The hot path: a cached translation needs no table at all.
+        let space = u32::from(domain);
+        let tag = Tag {
+            space,
+            pasid: req.pasid.map_or(NO_PASID, |p| p.raw()),
+        };
+        if let Some(hit) = iotlb.lookup(tag, addr, !prefetch)
+            && allows(hit.perms, kind)
+        {
+            stats.iotlb_hits.inc();
+            if prefetch {
+                stats.prefetch_redundant.inc();
+            }
+            return Ok(Translated {
+                hpa: Hpa::new(hit.out),
+                room: hit.size.bytes() - (addr & hit.size.mask()),
+                perms: hit.perms,
+                cost: Cost {
+                    iotlb_hits: 1,
+                    ..Cost::ZERO
+                },
+            });
+        }
+        stats.iotlb_misses.inc();
+
         let Some(table) = domains.get(&crate::DomainId(domain)) else {
             return Err(missing(FaultReason::ContextNotPresent));
         };
         let mut s2 = Stage2 {
             mem,
             table,
-            space: u32::from(domain),
+            space,
             iotlb,
             walk_cache,
             stats,
-            cost: Cost::ZERO,
+            cost: Cost {
+                iotlb_misses: 1,
+                ..Cost::ZERO
+            },
         };
         let Some(pasid) = req.pasid else {
-            return match s2.translate(addr, kind, prefetch) {
-                Ok((hit, cached)) => {
-                    if prefetch && cached {
-                        s2.stats.prefetch_redundant.inc();
-                    }
+            return match s2.walk(addr, kind) {
+                Ok(t) => {
+                    s2.iotlb
+                        .insert(tag, addr, t.size, t.page.raw(), t.perms, prefetch);
                     Ok(Translated {
-                        hpa: Hpa::new(hit.out),
-                        room: hit.size.bytes() - (addr & hit.size.mask()),
-                        perms: hit.perms,
+                        hpa: t.addr,
+                        room: t.size.bytes() - (addr & t.size.mask()),
+                        perms: t.perms,
                         cost: s2.cost,
                     })
                 }
@@ -311,32 +339,7 @@ impl Iommu {
             return Err(missing(FaultReason::InvalidPasid));
         };
 
-        // The combined (nested) translation is cached under the PASID.
-        let tag = Tag {
-            space: u32::from(domain),
-            pasid: pasid.raw(),
-        };
-        if let Some(hit) = s2.iotlb.lookup(tag, addr, !prefetch)
-            && allows(hit.perms, kind)
-        {
-            s2.stats.iotlb_hits.inc();
-            if prefetch {
-                s2.stats.prefetch_redundant.inc();
-            }
-            let cost = Cost {
-                iotlb_hits: 1,
-                ..Cost::ZERO
-            };
-            return Ok(Translated {
-                hpa: Hpa::new(hit.out),
-                room: hit.size.bytes() - (addr & hit.size.mask()),
-                perms: hit.perms,
-                cost,
-            });
-        }
-        s2.stats.iotlb_misses.inc();
-        s2.cost.iotlb_misses += 1;
-
+        // The combined (nested) translation will be cached under the PASID.
         let first = PageTable::<Gva, Gpa>::from_root(
             entry.first_stage_root,
             PagingConfig {
