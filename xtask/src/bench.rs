@@ -300,7 +300,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<ExitCode, String> {
     if !report_only {
         let mut cmd = process::cargo();
         cmd.current_dir(root)
-            .args(["bench", "--workspace", "--bench", "*"]);
+            .args(["bench", "--workspace", "--all-features", "--bench", "*"]);
         if !filters.is_empty() {
             cmd.arg("--").args(filters);
         }

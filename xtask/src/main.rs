@@ -4,8 +4,9 @@
 //!
 //! - `cargo xtask test` runs the full check, step by step, stopping at the first failure:
 //!   `cargo fmt --all --check`, the same for `fuzz/` when it exists (rustfmt only),
-//!   `cargo clippy --workspace --all-targets -- -D warnings`, `cargo test --workspace` and
-//!   `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`. Its last line of output is
+//!   `cargo clippy --workspace --all-targets --all-features -- -D warnings`,
+//!   `cargo test --workspace --all-features` and
+//!   `cargo doc --workspace --no-deps --all-features` with `RUSTDOCFLAGS=-D warnings`. Its last line of output is
 //!   always `N passed, N failed`, summed over every `test result:` line of the test step. A run in
 //!   which no test ran fails.
 //! - `cargo xtask bench [FILTER...]` runs the criterion benchmarks of the workspace (the filters

@@ -129,14 +129,15 @@ fn steps(root: &Path) -> Vec<Step> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--",
             "-D",
             "warnings",
         ]),
         Kind::Plain,
     ));
-    steps.push(Step::new(cargo(&["test", "--workspace"]), Kind::Tests));
-    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    steps.push(Step::new(cargo(&["test", "--workspace", "--all-features"]), Kind::Tests));
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(Step::new(doc, Kind::Plain));
     steps
