@@ -86,33 +86,75 @@ pub(crate) struct Tag {
 /// Tag spaces of GVMI-keyed translations, kept apart from domain ids.
 pub(crate) const GVMI_SPACE: u32 = 1 << 16;
 
+/// One entry, packed into four words so a 4-way set spans two cache lines
+/// and a way is matched with two compares.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    tag: Tag,
-    /// Input page number (input address >> size shift).
-    vpn: u64,
-    size: PageSize,
-    /// Output page base.
+    /// Input page number << 2 | size index.
+    key: u64,
+    /// `VALID | space << 32 | pasid`; 0 when the entry is invalid.
+    tag: u64,
+    /// Output page base | permission bits (0-3) | `PREFETCHED` | `USED`.
     out: u64,
-    perms: Perms,
     /// LRU: last use; FIFO: fill time.
     stamp: u64,
-    valid: bool,
-    prefetched: bool,
-    used: bool,
 }
 
+const VALID: u64 = 1 << 63;
+const PERMS_MASK: u64 = 0xf;
+const PREFETCHED: u64 = 1 << 4;
+const USED: u64 = 1 << 5;
+
 const EMPTY: Entry = Entry {
-    tag: Tag { space: 0, pasid: 0 },
-    vpn: 0,
-    size: PageSize::Size4K,
+    key: 0,
+    tag: 0,
     out: 0,
-    perms: Perms::empty(),
     stamp: 0,
-    valid: false,
-    prefetched: false,
-    used: false,
 };
+
+impl Tag {
+    fn packed(self) -> u64 {
+        VALID | (u64::from(self.space) << 32) | u64::from(self.pasid)
+    }
+
+    fn unpack(packed: u64) -> Tag {
+        Tag {
+            space: ((packed >> 32) & 0x7fff_ffff) as u32,
+            pasid: packed as u32,
+        }
+    }
+}
+
+fn page_key(vpn: u64, size: PageSize) -> u64 {
+    (vpn << 2) | size_index(size) as u64
+}
+
+impl Entry {
+    fn valid(&self) -> bool {
+        self.tag & VALID != 0
+    }
+
+    fn size(&self) -> PageSize {
+        match self.key & 3 {
+            0 => PageSize::Size4K,
+            1 => PageSize::Size2M,
+            _ => PageSize::Size1G,
+        }
+    }
+
+    /// First input address of the page.
+    fn base(&self) -> u64 {
+        (self.key >> 2) << self.size().shift()
+    }
+
+    fn perms(&self) -> Perms {
+        Perms::from_bits_truncate((self.out & PERMS_MASK) as u8)
+    }
+
+    fn flag(&self, bit: u64) -> bool {
+        self.out & bit != 0
+    }
+}
 
 /// A cached translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +177,10 @@ pub struct Iotlb {
     tick: u64,
     /// Valid entries per size, so lookups skip sizes that are absent.
     by_size: [usize; 3],
+    /// Index of the entry the last lookup hit: checked first, since a DMA
+    /// burst hits one page many times. Only a hint: the entry is re-checked
+    /// (valid, same tag, covers the address) before it is used.
+    last_hit: usize,
     stats: IotlbStats,
 }
 
@@ -169,6 +215,7 @@ impl Iotlb {
             entries: vec![EMPTY; config.entries],
             tick: 0,
             by_size: [0; 3],
+            last_hit: 0,
             stats: IotlbStats::default(),
         })
     }
@@ -204,41 +251,54 @@ impl Iotlb {
     /// prefetched entry as used.
     #[inline]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
-        if self.entries.is_empty() {
-            return None;
-        }
         self.tick += 1;
+        let packed = tag.packed();
+        if let Some(e) = self.entries.get(self.last_hit)
+            && e.tag == packed
+            && e.key == page_key(addr >> e.size().shift(), e.size())
+        {
+            return self.hit(self.last_hit, addr, demand);
+        }
         for size in PageSize::ALL {
             if self.by_size.get(size_index(size)).copied().unwrap_or(0) == 0 {
                 continue;
             }
             let vpn = addr >> size.shift();
+            let key = page_key(vpn, size);
             let range = self.set_range(vpn, size);
-            let Some(set) = self.entries.get_mut(range) else {
+            let first = range.start;
+            let Some(set) = self.entries.get(range) else {
                 continue;
             };
-            let Some(e) = set
-                .iter_mut()
-                .find(|e| e.valid && e.vpn == vpn && e.size == size && e.tag == tag)
-            else {
-                continue;
-            };
-            if self.config.replacement == Replacement::Lru {
-                e.stamp = self.tick;
+            if let Some(way) = set.iter().position(|e| e.key == key && e.tag == packed) {
+                self.last_hit = first + way;
+                return self.hit(first + way, addr, demand);
             }
-            if demand && !e.used {
-                e.used = true;
-                if e.prefetched {
-                    self.stats.prefetch_used.inc();
-                }
-            }
-            return Some(Hit {
-                out: e.out | (addr & size.mask()),
-                size,
-                perms: e.perms,
-            });
         }
         None
+    }
+
+    /// Accounts a hit on entry `i` and returns the translation of `addr`.
+    #[inline]
+    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
+        let lru = self.config.replacement == Replacement::Lru;
+        let tick = self.tick;
+        let e = self.entries.get_mut(i)?;
+        if lru {
+            e.stamp = tick;
+        }
+        if demand && e.out & USED == 0 {
+            e.out |= USED;
+            if e.out & PREFETCHED != 0 {
+                self.stats.prefetch_used.inc();
+            }
+        }
+        let size = e.size();
+        Some(Hit {
+            out: (e.out & !size.mask()) | (addr & size.mask()),
+            size,
+            perms: e.perms(),
+        })
     }
 
     /// Caches a translation of the page of `size` holding `addr` to the
@@ -257,17 +317,17 @@ impl Iotlb {
         }
         self.tick += 1;
         let vpn = addr >> size.shift();
+        let key = page_key(vpn, size);
+        let packed = tag.packed();
         let range = self.set_range(vpn, size);
+        let first = range.start;
         let tick = self.tick;
         let Some(set) = self.entries.get_mut(range) else {
             return;
         };
-        let slot = match set
-            .iter()
-            .position(|e| e.valid && e.vpn == vpn && e.size == size && e.tag == tag)
-        {
+        let slot = match set.iter().position(|e| e.key == key && e.tag == packed) {
             Some(same) => same,
-            None => match set.iter().position(|e| !e.valid) {
+            None => match set.iter().position(|e| !e.valid()) {
                 Some(free) => free,
                 None => set
                     .iter()
@@ -279,32 +339,34 @@ impl Iotlb {
         let Some(victim) = set.get_mut(slot) else {
             return;
         };
-        let replaced_same =
-            victim.valid && victim.vpn == vpn && victim.size == size && victim.tag == tag;
-        if victim.valid {
+        let replaced_same = victim.key == key && victim.tag == packed;
+        if victim.valid() {
             if !replaced_same {
                 self.stats.evictions.inc();
+                if victim.flag(PREFETCHED) && !victim.flag(USED) {
+                    self.stats.prefetch_wasted.inc();
+                }
             }
-            if victim.prefetched && !victim.used && !replaced_same {
-                self.stats.prefetch_wasted.inc();
-            }
-            if let Some(n) = self.by_size.get_mut(size_index(victim.size)) {
+            if let Some(n) = self.by_size.get_mut(size_index(victim.size())) {
                 *n -= 1;
             }
         }
-        // A demand fill of a page the prefetcher already brought in keeps its credit.
-        let keep_prefetch_credit = replaced_same && victim.prefetched;
+        // A demand fill of a page the prefetcher already brought in keeps its
+        // credit, and a refill keeps whether it was used.
+        let mut flags = u64::from(perms.bits()) & PERMS_MASK;
+        if prefetch || (replaced_same && victim.flag(PREFETCHED)) {
+            flags |= PREFETCHED;
+        }
+        if replaced_same && victim.flag(USED) {
+            flags |= USED;
+        }
         *victim = Entry {
-            tag,
-            vpn,
-            size,
-            out: out & !size.mask(),
-            perms,
+            key,
+            tag: packed,
+            out: (out & !size.mask()) | flags,
             stamp: tick,
-            valid: true,
-            prefetched: prefetch || keep_prefetch_credit,
-            used: replaced_same && victim.used,
         };
+        self.last_hit = first + slot;
         if let Some(n) = self.by_size.get_mut(size_index(size)) {
             *n += 1;
         }
@@ -317,16 +379,16 @@ impl Iotlb {
     /// Removes every entry `pred` selects; returns how many.
     pub(crate) fn invalidate(&mut self, mut pred: impl FnMut(Tag, u64, PageSize) -> bool) -> u64 {
         let mut removed = 0;
-        for e in self.entries.iter_mut().filter(|e| e.valid) {
-            if pred(e.tag, e.vpn << e.size.shift(), e.size) {
-                e.valid = false;
+        for e in self.entries.iter_mut().filter(|e| e.valid()) {
+            if pred(Tag::unpack(e.tag), e.base(), e.size()) {
                 removed += 1;
-                if e.prefetched && !e.used {
+                if e.flag(PREFETCHED) && !e.flag(USED) {
                     self.stats.prefetch_wasted.inc();
                 }
-                if let Some(n) = self.by_size.get_mut(size_index(e.size)) {
+                if let Some(n) = self.by_size.get_mut(size_index(e.size())) {
                     *n -= 1;
                 }
+                *e = EMPTY;
             }
         }
         self.stats.invalidated.add(removed);

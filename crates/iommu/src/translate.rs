@@ -246,11 +246,52 @@ impl Iommu {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn translated<M: PhysMemory<Hpa> + ?Sized>(
         &mut self,
         mem: &M,
         req: DmaRequest,
         domain: u16,
+        pasid_enabled: bool,
+        addr: u64,
+        kind: AccessKind,
+        prefetch: bool,
+    ) -> Result<Translated, Failure> {
+        // The hot path: a cached translation needs no table at all.
+        let space = u32::from(domain);
+        let tag = Tag {
+            space,
+            pasid: req.pasid.map_or(NO_PASID, |p| p.raw()),
+        };
+        if let Some(hit) = self.iotlb.lookup(tag, addr, !prefetch)
+            && allows(hit.perms, kind)
+        {
+            self.stats.iotlb_hits.inc();
+            if prefetch {
+                self.stats.prefetch_redundant.inc();
+            }
+            return Ok(Translated {
+                hpa: Hpa::new(hit.out),
+                room: hit.size.bytes() - (addr & hit.size.mask()),
+                perms: hit.perms,
+                cost: Cost {
+                    iotlb_hits: 1,
+                    ..Cost::ZERO
+                },
+            });
+        }
+        self.translate_miss(mem, req, tag, pasid_enabled, addr, kind, prefetch)
+    }
+
+    /// The IOTLB missed (or lacked the permission): walk and fill. Kept out
+    /// of line so the hit path above stays small enough to inline.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn translate_miss<M: PhysMemory<Hpa> + ?Sized>(
+        &mut self,
+        mem: &M,
+        req: DmaRequest,
+        tag: Tag,
         pasid_enabled: bool,
         addr: u64,
         kind: AccessKind,
@@ -271,30 +312,8 @@ impl Iommu {
             config,
             ..
         } = self;
-
-        // The hot path: a cached translation needs no table at all.
-        let space = u32::from(domain);
-        let tag = Tag {
-            space,
-            pasid: req.pasid.map_or(NO_PASID, |p| p.raw()),
-        };
-        if let Some(hit) = iotlb.lookup(tag, addr, !prefetch)
-            && allows(hit.perms, kind)
-        {
-            stats.iotlb_hits.inc();
-            if prefetch {
-                stats.prefetch_redundant.inc();
-            }
-            return Ok(Translated {
-                hpa: Hpa::new(hit.out),
-                room: hit.size.bytes() - (addr & hit.size.mask()),
-                perms: hit.perms,
-                cost: Cost {
-                    iotlb_hits: 1,
-                    ..Cost::ZERO
-                },
-            });
-        }
+        let space = tag.space;
+        let domain = tag.space as u16;
         stats.iotlb_misses.inc();
 
         let Some(table) = domains.get(&crate::DomainId(domain)) else {
