@@ -136,7 +136,10 @@ fn steps(root: &Path) -> Vec<Step> {
         ]),
         Kind::Plain,
     ));
-    steps.push(Step::new(cargo(&["test", "--workspace", "--all-features"]), Kind::Tests));
+    steps.push(Step::new(
+        cargo(&["test", "--workspace", "--all-features"]),
+        Kind::Tests,
+    ));
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     steps.push(Step::new(doc, Kind::Plain));
