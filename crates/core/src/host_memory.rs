@@ -191,6 +191,14 @@ impl PhysMemory<Hpa> for HostMemory {
 
     fn read(&self, addr: Hpa, buf: &mut [u8]) -> Result<(), MemError> {
         check_range(addr, buf.len() as u64, self.size)?;
+        let off = (addr.raw() % FRAME_SIZE) as usize;
+        if let Some(src) = self
+            .frame(addr.raw() / FRAME_SIZE)
+            .and_then(|f| f.get(off..off + buf.len()))
+        {
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
         let mut pos = addr.raw();
         for piece in split_at_frames(pos, buf) {
             let off = (pos % FRAME_SIZE) as usize;
@@ -208,6 +216,15 @@ impl PhysMemory<Hpa> for HostMemory {
 
     fn write(&mut self, addr: Hpa, data: &[u8]) -> Result<(), MemError> {
         check_range(addr, data.len() as u64, self.size)?;
+        // Fast path for DMA: the whole write lands in one resident frame.
+        let off = (addr.raw() % FRAME_SIZE) as usize;
+        if let Some(dst) = self
+            .frame_mut_if_present(addr.raw() / FRAME_SIZE)
+            .and_then(|f| f.get_mut(off..off + data.len()))
+        {
+            dst.copy_from_slice(data);
+            return Ok(());
+        }
         let mut pos = addr.raw();
         let mut rest = data;
         while !rest.is_empty() {

@@ -178,6 +178,7 @@ impl<I, M: PhysMemory<Hpa> + ?Sized> PhysMemory<Gpa> for NestedView<'_, '_, I, M
 impl Iommu {
     /// Translates one address of a request, recording any fault. Callers
     /// moving data raise [`Iommu::take_fault_event`]; ports do it for them.
+    #[inline(always)]
     pub fn translate<M: PhysMemory<Hpa> + ?Sized>(
         &mut self,
         mem: &M,
@@ -202,6 +203,7 @@ impl Iommu {
         self.lookup(mem, req, addr, kind, true).map(|t| t.cost)
     }
 
+    #[inline(always)]
     pub(crate) fn lookup<M: PhysMemory<Hpa> + ?Sized>(
         &mut self,
         mem: &M,
@@ -246,7 +248,7 @@ impl Iommu {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn translated<M: PhysMemory<Hpa> + ?Sized>(
         &mut self,
         mem: &M,
