@@ -9,8 +9,8 @@
 //!   `cargo doc --workspace --no-deps --all-features` with `RUSTDOCFLAGS=-D warnings`. Its last line of output is
 //!   always `N passed, N failed`, summed over every `test result:` line of the test step. A run in
 //!   which no test ran fails.
-//! - `cargo xtask bench [FILTER...]` runs the criterion benchmarks of the workspace (the filters
-//!   are handed to criterion) and prints a table of the results; `cargo xtask bench --report`
+//! - `cargo xtask bench [FILTER]` runs the criterion benchmarks of the workspace (FILTER, a
+//!   regular expression over benchmark ids, is handed to criterion) and prints a table of the results; `cargo xtask bench --report`
 //!   prints the table from the results already under `target/criterion/`. The same data is
 //!   written to `target/criterion/iovirt-bench.json`.
 //! - `cargo xtask fuzz TARGET [--seconds N]` runs one cargo-fuzz target for N seconds (60 by
@@ -45,7 +45,7 @@ Usage: cargo xtask <command> [args]
 Commands:
   test                      fmt check, clippy -D warnings, every test, rustdoc -D warnings;
                             ends with the line `N passed, N failed`
-  bench [FILTER...]         run the criterion benchmarks (filters go to criterion), then
+  bench [FILTER]            run the criterion benchmarks (FILTER: a criterion regex), then
                             print the results table and write target/criterion/iovirt-bench.json
   bench --report            only print the table from the results already on disk
   fuzz TARGET [--seconds N] run a cargo-fuzz target for N seconds (default 60) on nightly
