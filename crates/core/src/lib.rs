@@ -12,8 +12,10 @@
 //! - **Pages and accesses**: [`PageSize`] (4 KiB / 2 MiB / 1 GiB), [`Access`]
 //!   (read / write / execute, user / supervisor), effective [`Perms`].
 //! - **Host memory**: [`HostMemory`], sparse RAM allocated per 4 KiB frame on
-//!   first write, and [`BitmapFrameAllocator`], a deterministic frame
-//!   allocator with single frames and aligned contiguous runs.
+//!   first write; [`FlatMemory`], dense RAM in one buffer for small hosts
+//!   and for measuring the device models without the sparse lookup; and
+//!   [`BitmapFrameAllocator`], a deterministic frame allocator with single
+//!   frames and aligned contiguous runs.
 //! - **The narrow traits** between components: [`PhysMemory`] (byte access to
 //!   a physical space), [`FrameAllocator`], [`DmaPort`] (device DMA at
 //!   I/O-virtual addresses, returning a [`Cost`] or a [`DmaFault`]),
@@ -58,6 +60,7 @@
 mod addr;
 mod cost;
 mod dma;
+mod flat_memory;
 mod frame_alloc;
 mod host_memory;
 mod irq;
@@ -72,6 +75,7 @@ mod timer;
 pub use addr::{AddrError, Address, Gpa, Gva, Hpa, Iova, PhysAddress};
 pub use cost::{Cost, CostModel, ETHERNET_WIRE_OVERHEAD};
 pub use dma::{DmaFault, DmaPort, FaultReason, PassthroughDma};
+pub use flat_memory::{FlatMemory, MAX_FLAT_MEMORY};
 pub use frame_alloc::{BitmapFrameAllocator, FrameAllocator, FrameError};
 pub use host_memory::{BadMemorySize, HostMemory, MAX_HOST_MEMORY};
 pub use irq::{InterruptSink, Irq};
