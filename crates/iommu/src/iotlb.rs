@@ -142,9 +142,15 @@ impl Entry {
         }
     }
 
+    /// log2 of the page size: 12, 21 or 30 (the size index is 0, 1 or 2).
+    #[inline(always)]
+    fn shift(&self) -> u32 {
+        12 + 9 * (self.key & 3) as u32
+    }
+
     /// First input address of the page.
     fn base(&self) -> u64 {
-        (self.key >> 2) << self.size().shift()
+        (self.key >> 2) << self.shift()
     }
 
     fn perms(&self) -> Perms {
@@ -249,13 +255,13 @@ impl Iotlb {
 
     /// Looks `addr` up. A demand lookup (not a prefetch's check) marks a
     /// prefetched entry as used.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
         self.tick += 1;
         let packed = tag.packed();
         if let Some(e) = self.entries.get(self.last_hit)
             && e.tag == packed
-            && e.key == page_key(addr >> e.size().shift(), e.size())
+            && e.key >> 2 == addr >> e.shift()
         {
             return self.hit(self.last_hit, addr, demand);
         }
@@ -279,7 +285,7 @@ impl Iotlb {
     }
 
     /// Accounts a hit on entry `i` and returns the translation of `addr`.
-    #[inline]
+    #[inline(always)]
     fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
         let lru = self.config.replacement == Replacement::Lru;
         let tick = self.tick;
@@ -293,10 +299,10 @@ impl Iotlb {
                 self.stats.prefetch_used.inc();
             }
         }
-        let size = e.size();
+        let mask = (1u64 << e.shift()) - 1;
         Some(Hit {
-            out: (e.out & !size.mask()) | (addr & size.mask()),
-            size,
+            out: (e.out & !mask) | (addr & mask),
+            size: e.size(),
             perms: e.perms(),
         })
     }
