@@ -72,7 +72,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
             && room >= len as u64
             && step(self.mem, hpa, 0, len).is_ok()
         {
-            self.iommu.account_cached_hit(len as u64);
+            self.iommu.count_cached_hit(len as u64);
             return Ok(Cost {
                 iotlb_hits: 1,
                 bytes: len as u64,

@@ -187,8 +187,7 @@ impl Iommu {
         kind: AccessKind,
     ) -> Result<Translated, DmaFault> {
         if let Some((hpa, room, perms)) = self.cached(req, addr, kind) {
-            self.stats.translations.inc();
-            self.stats.iotlb_hits.inc();
+            self.count_cached_hit(0);
             return Ok(Translated {
                 hpa,
                 room,
@@ -202,13 +201,13 @@ impl Iommu {
         self.lookup(mem, req, addr, kind, false)
     }
 
-    /// The IOTLB-hit path alone, for a port's single-page fast path: the
-    /// cached translation of `addr` for a translated (non-pass-through)
-    /// context: the host address, the bytes left in its page and the
-    /// permissions. The lookup
-    /// updates the entry as any hit does (LRU, prefetch use); the counters
-    /// are left to [`Iommu::account_cached_hit`], once the caller commits to
-    /// it. `None` sends the caller to the full lookup.
+    /// The IOTLB-hit path alone: the cached translation of `addr` for a
+    /// translated (non-pass-through) context, as the host address, the bytes
+    /// left in its page and the permissions. The lookup updates the entry as
+    /// any hit does (LRU, prefetch use); the counters are left to
+    /// [`Iommu::count_cached_hit`], once the caller commits to the hit.
+    /// `None` (a miss, or a hit without the permission) sends the caller to
+    /// the full lookup.
     #[inline(always)]
     pub(crate) fn cached(
         &mut self,
@@ -233,9 +232,9 @@ impl Iommu {
         })
     }
 
-    /// Counts a DMA of `bytes` served by [`Iommu::cached`].
+    /// Counts a translation served by [`Iommu::cached`] that moved `bytes`.
     #[inline(always)]
-    pub(crate) fn account_cached_hit(&mut self, bytes: u64) {
+    pub(crate) fn count_cached_hit(&mut self, bytes: u64) {
         self.stats.translations.inc();
         self.stats.iotlb_hits.inc();
         self.stats.dma_bytes.add(bytes);
@@ -311,7 +310,8 @@ impl Iommu {
         kind: AccessKind,
         prefetch: bool,
     ) -> Result<Translated, Failure> {
-        // The hot path: a cached translation needs no table at all.
+        // Demand accesses reach here after `cached` declined; prefetches come
+        // straight here, so a cached page counts as a redundant prefetch.
         let space = u32::from(domain);
         let tag = Tag {
             space,
