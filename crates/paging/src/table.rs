@@ -44,10 +44,11 @@ impl Stats for MapperStats {}
 pub struct PageTable<I, A> {
     root: A,
     config: PagingConfig,
-    /// Reserved-bit masks derived from `config`, indexed by level number:
-    /// `[level][0]` for a table pointer, `[level][1]` for an entry with PS set.
-    /// Precomputed because the walker checks one per level on every walk.
-    pub(crate) reserved: [[u64; 2]; 6],
+    /// Reserved-bit masks derived from `config`, at `2 * level + ps`: a
+    /// table pointer's and a PS entry's mask per level (the page table's
+    /// two are equal: its bit 7 is PAT). Precomputed because the walker
+    /// checks one per level on every walk.
+    pub(crate) reserved: [u64; 12],
     pub(crate) stats: MapperStats,
     _input: PhantomData<fn(I)>,
 }
@@ -78,13 +79,15 @@ impl<I, A: PhysAddress> PageTable<I, A> {
     /// second-stage pointer, a PASID entry's first-stage pointer). Bits of
     /// `root` below 4 KiB and above MAXPHYADDR are ignored, as in CR3.
     pub fn from_root(root: A, config: PagingConfig) -> Self {
-        let mut reserved = [[0u64; 2]; 6];
+        let mut reserved = [0u64; 12];
         for level in [Level::Pt, Level::Pd, Level::Pdpt, Level::Pml4, Level::Pml5] {
-            if let Some(masks) = reserved.get_mut(usize::from(level.number())) {
-                *masks = [
+            let n = usize::from(level.number());
+            let ps = level != Level::Pt;
+            if let Some(pair) = reserved.get_mut(2 * n..2 * n + 2) {
+                pair.copy_from_slice(&[
                     config.reserved_bits(level, false),
-                    config.reserved_bits(level, true),
-                ];
+                    config.reserved_bits(level, ps),
+                ]);
             }
         }
         PageTable {

@@ -375,12 +375,10 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             if raw & PteFlags::P.bits() == 0 {
                 return Err(WalkFault::NotPresent { level: level_no(n) });
             }
-            // Bit 7 is PS above the page table and PAT in it.
-            let ps = raw & PteFlags::PS.bits() != 0 && n > 1;
-            let reserved = self
-                .reserved
-                .get(n)
-                .map_or(u64::MAX, |m| if ps { m[1] } else { m[0] });
+            // Bit 7 is PS above the page table and PAT in it; the page
+            // table's two masks are the same, so the bit only selects.
+            let ps = ((raw >> 7) & 1) as usize;
+            let reserved = self.reserved.get(2 * n + ps).copied().unwrap_or(u64::MAX);
             if raw & reserved != 0 {
                 let entry = PageTableEntry::from_raw(raw);
                 return Err(WalkFault::ReservedBit {
@@ -390,7 +388,7 @@ impl<I, A: PhysAddress> PageTable<I, A> {
             }
             and_bits &= raw;
             or_bits |= raw;
-            if !ps && n > 1 {
+            if ps == 0 && n > 1 {
                 table = raw & phys_mask;
                 n -= 1;
                 shift -= 9;
