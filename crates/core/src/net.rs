@@ -12,3 +12,11 @@ pub trait NetworkPort {
     /// Transmits `frame`.
     fn send(&mut self, frame: &[u8]);
 }
+
+/// Any `FnMut(&[u8])` is a network port: handy for tests and for platforms
+/// that route frames with a closure.
+impl<F: FnMut(&[u8])> NetworkPort for F {
+    fn send(&mut self, frame: &[u8]) {
+        self(frame);
+    }
+}

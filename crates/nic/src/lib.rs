@@ -1,0 +1,68 @@
+//! # iovirt-nic
+//!
+//! An e1000-style NIC, modelled on the Intel 8254x register interface,
+//! that reaches memory only through [`iovirt_core::DmaPort`] (so an IOMMU,
+//! or none, sits wherever the platform puts one).
+//!
+//! ## What it models
+//!
+//! - **Registers** with their 8254x semantics ([`regs`]): CTRL (RST
+//!   self-clears and resets the device), STATUS (link up, full duplex,
+//!   1000 Mb/s), the EEPROM read path EERD (MAC address in words 0-2,
+//!   checksum word 0x3f), ICR (clear on read; writing 1s clears), ICS, IMS,
+//!   IMC, RCTL, TCTL, the RX and TX ring registers, the delay timers (stored),
+//!   the statistics registers MPC, GPRC, GPTC, GORC, GOTC, TPR, TPT (clear on
+//!   read), MTA and RAL/RAH (16 entries, AV bit). Unknown offsets read 0,
+//!   ignore writes, and are counted.
+//! - **Legacy descriptors** ([`desc`]) and the rings: writing TDT (or
+//!   enabling TCTL) sends the frames from TDH to TDT, gathered over
+//!   descriptors until EOP, with DD written back where RS asks;
+//!   [`Nic::receive`] stores a frame at RDH while RDH != RDT, over several
+//!   descriptors of RCTL's buffer size, and writes length and DD/EOP back.
+//!   Interrupt causes TXDW, TXQE, RXT0 and RXO; the interrupt is raised
+//!   when an unmasked cause becomes pending.
+//! - **The receive filter** ([`filter`]): exact addresses, broadcast (BAM),
+//!   the multicast hash table (MTA, with RCTL.MO), unicast and multicast
+//!   promiscuous modes.
+//! - **Seed 000's NOP transmit command**: a descriptor with DEXT set and
+//!   descriptor type 0xF (bits 23:20 of its length/type word, a type the
+//!   8254x reserves) makes the NIC prefetch the translation of its buffer
+//!   address through the DMA port, moving and sending nothing; DD is
+//!   written back when RS is set.
+//!
+//! ## Hostile guests
+//!
+//! Ring lengths are taken in multiples of 128 bytes; a ring of length 0, or
+//! a head or tail beyond the ring, stops processing and is counted (never a
+//! loop). Each doorbell processes at most one pass over the ring. TX frames
+//! are gathered into one buffer allocated at creation and capped at 16 KiB;
+//! longer ones are dropped. RX frames longer than 1522 bytes (16 KiB with
+//! RCTL.LPE) are dropped. A null RX buffer address is skipped with DD
+//! written back. A descriptor or buffer DMA that faults stops the engine
+//! and is counted. Nothing panics.
+//!
+//! ## Not modelled (yet)
+//!
+//! Interrupt moderation timers (ITR, RDTR/RADV, TIDV/TADV are stored, not
+//! run), extended descriptors and offloads (TSO, checksums, VLAN insertion),
+//! the RXDMT0 threshold, flow control, the PHY, and the FCS (frames are
+//! exchanged without it). The device-side prefetchers of seed 000 and the
+//! guest driver arrive with the rest of issue 4.
+//!
+//! ## Example
+//!
+//! See [`Nic`].
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod desc;
+pub mod filter;
+mod nic;
+pub mod regs;
+mod rx;
+mod tx;
+
+pub use filter::{Accept, ReceiveFilter};
+pub use nic::{MAX_FRAME, MAX_STANDARD_FRAME, Nic, NicConfig, NicEnv, NicStats};
+pub use rx::RxOutcome;

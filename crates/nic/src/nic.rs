@@ -1,0 +1,444 @@
+//! The device: register file, interrupts, EEPROM, statistics registers,
+//! and the MMIO entry points. The rings are in `tx.rs` and `rx.rs`.
+
+use iovirt_core::{Counter, DmaPort, InterruptSink, Irq, MmioDevice, NetworkPort, Stats, Width};
+use serde::Serialize;
+
+use crate::filter::ReceiveFilter;
+use crate::regs::*;
+
+/// Largest frame either engine handles (with RCTL.LPE, or gathered on TX):
+/// 16 KiB, the 8254x's jumbo limit.
+pub const MAX_FRAME: usize = 16 * 1024;
+/// Largest frame without long-packet enable: 1518 bytes plus a VLAN tag.
+pub const MAX_STANDARD_FRAME: usize = 1522;
+
+/// What a device is given on each call: its DMA port, its interrupt sink
+/// and its network port (context passing: the device stores none of them).
+pub struct NicEnv<'a, D: ?Sized, I: ?Sized, N: ?Sized> {
+    /// Memory as the device sees it.
+    pub dma: &'a mut D,
+    /// Where the device's interrupt goes.
+    pub irq: &'a mut I,
+    /// Where transmitted frames go.
+    pub net: &'a mut N,
+}
+
+/// Fixed properties of one NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NicConfig {
+    /// The MAC address in the EEPROM (words 0-2), loaded into RAL0/RAH0 at reset.
+    pub mac: [u8; 6],
+    /// The interrupt the device raises.
+    pub irq: Irq,
+}
+
+/// The researcher's counters (never cleared by the guest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NicStats {
+    /// Frames transmitted.
+    pub tx_frames: Counter,
+    /// Bytes transmitted.
+    pub tx_bytes: Counter,
+    /// TX descriptors processed.
+    pub tx_descriptors: Counter,
+    /// Frames received into the rings.
+    pub rx_frames: Counter,
+    /// Bytes received into the rings.
+    pub rx_bytes: Counter,
+    /// RX descriptors used.
+    pub rx_descriptors: Counter,
+    /// Frames dropped: no free RX descriptor (RDH == RDT), or not enough.
+    pub rx_no_descriptor: Counter,
+    /// Frames dropped by the receive filter.
+    pub rx_filtered: Counter,
+    /// Frames dropped: receiver disabled.
+    pub rx_disabled: Counter,
+    /// Frames dropped: longer than allowed (LPE off, or beyond 16 KiB).
+    pub rx_oversize: Counter,
+    /// Frames dropped on TX: gathered beyond 16 KiB.
+    pub tx_oversize: Counter,
+    /// RX descriptors with buffer address 0, skipped.
+    pub rx_null_buffers: Counter,
+    /// Descriptor or buffer DMAs that faulted.
+    pub dma_faults: Counter,
+    /// Ring operations stopped by a bad ring (length 0, head or tail beyond it).
+    pub ring_errors: Counter,
+    /// Extended descriptors this model does not implement, skipped.
+    pub tx_unsupported: Counter,
+    /// NOP transmit commands (seed 000) executed.
+    pub nop_commands: Counter,
+    /// Interrupts raised.
+    pub interrupts: Counter,
+    /// Accesses to registers this model does not implement.
+    pub unknown_register_accesses: Counter,
+}
+
+impl Stats for NicStats {}
+
+/// The 8254x statistics registers (clear on read).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StatRegs {
+    pub(crate) mpc: u32,
+    pub(crate) gprc: u32,
+    pub(crate) gptc: u32,
+    pub(crate) gorc: u64,
+    pub(crate) gotc: u64,
+    pub(crate) tpr: u32,
+    pub(crate) tpt: u32,
+}
+
+/// One descriptor ring's registers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ring {
+    pub(crate) bal: u32,
+    pub(crate) bah: u32,
+    pub(crate) len: u32,
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+}
+
+impl Ring {
+    pub(crate) fn base(&self) -> u64 {
+        (u64::from(self.bah) << 32) | u64::from(self.bal & !0xf)
+    }
+
+    /// Descriptors in the ring: the length's low 7 bits are ignored, as the
+    /// hardware requires a multiple of 128 bytes.
+    pub(crate) fn count(&self) -> u32 {
+        (self.len & !0x7f) / 16
+    }
+
+    /// Whether head and tail index the ring; processing a bad ring stops
+    /// rather than wrapping forever (CVE-2016-1981 in another emulator).
+    pub(crate) fn valid(&self) -> bool {
+        let n = self.count();
+        n != 0 && self.head < n && self.tail < n
+    }
+}
+
+/// An e1000-style NIC.
+///
+/// ```
+/// use iovirt_core::{DmaPort, HostMemory, Hpa, Iova, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
+/// use iovirt_nic::{regs, Nic, NicConfig, NicEnv};
+///
+/// let mut mem = HostMemory::new(1 << 20)?;
+/// let mut nic = Nic::new(NicConfig { mac: [2, 0, 0, 0, 0, 1], irq: Irq(5) });
+/// let (mut irqs, mut wire): (Vec<Irq>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+/// let mut net = |f: &[u8]| wire.push(f.to_vec());
+/// // A one-descriptor frame at 0x2000, ring at 0x1000 with 8 descriptors.
+/// mem.write(Hpa::new(0x2000), &[0xab; 60])?;
+/// mem.write_u64(Hpa::new(0x1000), 0x2000)?;
+/// mem.write_u32(Hpa::new(0x1008), 60 | (0x09 << 24))?; // length 60, EOP | RS
+/// let mut dma = PassthroughDma::new(&mut mem);
+/// let mut env = NicEnv { dma: &mut dma, irq: &mut irqs, net: &mut net };
+/// for (reg, value) in [(regs::TDBAL, 0x1000), (regs::TDLEN, 128), (regs::TCTL, 2), (regs::IMS, 1), (regs::TDT, 1)] {
+///     nic.mmio_write(reg, Width::U32, value, &mut env);
+/// }
+/// assert_eq!(nic.mmio_read(regs::TDH, Width::U32, &mut env), 1);
+/// drop(env);
+/// assert_eq!(wire.len(), 1);
+/// assert_eq!(irqs, [Irq(5)]); // TXDW
+/// assert_eq!(mem.read_u32(Hpa::new(0x100c))? & 1, 1); // DD written back
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub(crate) config: NicConfig,
+    pub(crate) ctrl: u32,
+    pub(crate) eerd: u32,
+    pub(crate) icr: u32,
+    pub(crate) ims: u32,
+    pub(crate) itr: u32,
+    pub(crate) rctl: u32,
+    pub(crate) tctl: u32,
+    pub(crate) rx: Ring,
+    pub(crate) tx: Ring,
+    pub(crate) delays: [u32; 4],
+    pub(crate) filter: ReceiveFilter,
+    pub(crate) regs_stats: StatRegs,
+    pub(crate) stats: NicStats,
+    /// The frame being gathered from TX descriptors (allocated once).
+    pub(crate) tx_frame: Vec<u8>,
+    /// Whether the frame being gathered overflowed and is being discarded.
+    pub(crate) tx_discard: bool,
+}
+
+impl Nic {
+    /// A NIC after power-on reset.
+    pub fn new(config: NicConfig) -> Nic {
+        let mut nic = Nic {
+            config,
+            ctrl: 0,
+            eerd: 0,
+            icr: 0,
+            ims: 0,
+            itr: 0,
+            rctl: 0,
+            tctl: 0,
+            rx: Ring::default(),
+            tx: Ring::default(),
+            delays: [0; 4],
+            filter: ReceiveFilter::default(),
+            regs_stats: StatRegs::default(),
+            stats: NicStats::default(),
+            tx_frame: Vec::with_capacity(MAX_FRAME),
+            tx_discard: false,
+        };
+        nic.reset();
+        nic
+    }
+
+    /// Device reset (power-on, or CTRL.RST): registers to their defaults, the
+    /// EEPROM's MAC address in RAL0/RAH0. Counters are kept.
+    pub fn reset(&mut self) {
+        let stats = self.stats;
+        let config = self.config;
+        let frame = core::mem::take(&mut self.tx_frame);
+        *self = Nic {
+            config,
+            ctrl: 0,
+            eerd: 0,
+            icr: 0,
+            ims: 0,
+            itr: 0,
+            rctl: 0,
+            tctl: 0,
+            rx: Ring::default(),
+            tx: Ring::default(),
+            delays: [0; 4],
+            filter: ReceiveFilter::default(),
+            regs_stats: StatRegs::default(),
+            stats,
+            tx_frame: frame,
+            tx_discard: false,
+        };
+        self.tx_frame.clear();
+        self.filter.set_address(0, config.mac);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NicConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &NicStats {
+        &self.stats
+    }
+
+    /// The receive filter (RAL/RAH/MTA), for inspection.
+    pub fn filter(&self) -> &ReceiveFilter {
+        &self.filter
+    }
+
+    /// The EEPROM word at `addr`: the MAC address in words 0-2, then the
+    /// 8254x's checksum word 0x3f making the sum of words 0x00-0x3f 0xBABA.
+    pub fn eeprom_word(&self, addr: u8) -> u16 {
+        let m = self.config.mac;
+        match addr {
+            0 => u16::from_le_bytes([m[0], m[1]]),
+            1 => u16::from_le_bytes([m[2], m[3]]),
+            2 => u16::from_le_bytes([m[4], m[5]]),
+            0x3f => {
+                let sum = (0..3u8).fold(0u16, |s, a| s.wrapping_add(self.eeprom_word(a)));
+                0xbaba_u16.wrapping_sub(sum)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Sets interrupt causes; raises the interrupt when an unmasked cause
+    /// becomes pending (the line goes from deasserted to asserted).
+    pub(crate) fn set_causes<I: InterruptSink + ?Sized>(&mut self, causes: Cause, irq: &mut I) {
+        let before = self.icr & self.ims;
+        self.icr |= causes.bits();
+        self.update_line(before, irq);
+    }
+
+    fn update_line<I: InterruptSink + ?Sized>(&mut self, before: u32, irq: &mut I) {
+        if before == 0 && self.icr & self.ims != 0 {
+            self.stats.interrupts.inc();
+            irq.raise(self.config.irq);
+        }
+    }
+
+    fn read_reg(&mut self, offset: u64) -> u32 {
+        let ra = |off: u64| off.checked_sub(RAL0).map(|d| ((d / 8) as usize, d % 8));
+        match offset {
+            CTRL => self.ctrl,
+            STATUS => (Status::FD | Status::LU | Status::SPEED_1000).bits(),
+            EECD => 0,
+            EERD => self.eerd,
+            ICR => core::mem::take(&mut self.icr),
+            ITR => self.itr,
+            IMS => self.ims,
+            RCTL => self.rctl,
+            TCTL => self.tctl,
+            RDBAL => self.rx.bal,
+            RDBAH => self.rx.bah,
+            RDLEN => self.rx.len,
+            RDH => self.rx.head,
+            RDT => self.rx.tail,
+            TDBAL => self.tx.bal,
+            TDBAH => self.tx.bah,
+            TDLEN => self.tx.len,
+            TDH => self.tx.head,
+            TDT => self.tx.tail,
+            RDTR => self.delays[0],
+            RADV => self.delays[1],
+            TIDV => self.delays[2],
+            TADV => self.delays[3],
+            MPC => core::mem::take(&mut self.regs_stats.mpc),
+            GPRC => core::mem::take(&mut self.regs_stats.gprc),
+            GPTC => core::mem::take(&mut self.regs_stats.gptc),
+            // The 64-bit octet counters clear when their high half is read.
+            GORCL => self.regs_stats.gorc as u32,
+            GORCH => (core::mem::take(&mut self.regs_stats.gorc) >> 32) as u32,
+            GOTCL => self.regs_stats.gotc as u32,
+            GOTCH => (core::mem::take(&mut self.regs_stats.gotc) >> 32) as u32,
+            TPR => core::mem::take(&mut self.regs_stats.tpr),
+            TPT => core::mem::take(&mut self.regs_stats.tpt),
+            o if (MTA..MTA + 4 * MTA_ENTRIES as u64).contains(&o) => self
+                .filter
+                .mta
+                .get(((o - MTA) / 4) as usize)
+                .copied()
+                .unwrap_or(0),
+            o if (RAL0..RAL0 + 8 * RA_ENTRIES as u64).contains(&o) => match ra(o) {
+                Some((i, 0)) => self.filter.ral.get(i).copied().unwrap_or(0),
+                Some((i, 4)) => self.filter.rah.get(i).copied().unwrap_or(0),
+                _ => self.unknown(offset),
+            },
+            _ => self.unknown(offset),
+        }
+    }
+
+    fn unknown(&mut self, offset: u64) -> u32 {
+        self.stats.unknown_register_accesses.inc();
+        log::trace!("e1000: access to unimplemented register {offset:#x}");
+        0
+    }
+
+    fn write_reg<D, I, N>(&mut self, offset: u64, value: u32, env: &mut NicEnv<'_, D, I, N>)
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+    {
+        match offset {
+            CTRL => {
+                if value & Ctrl::RST.bits() != 0 {
+                    self.reset();
+                } else {
+                    self.ctrl = value;
+                }
+            }
+            EERD => {
+                self.eerd = if value & EERD_START != 0 {
+                    let addr = (value >> 8) as u8;
+                    (u32::from(self.eeprom_word(addr)) << 16) | (u32::from(addr) << 8) | EERD_DONE
+                } else {
+                    value & !EERD_DONE
+                };
+            }
+            ICR => {
+                // Writing 1s clears those causes.
+                self.icr &= !value;
+            }
+            ICS => self.set_causes(Cause::from_bits_retain(value), env.irq),
+            IMS => {
+                let before = self.icr & self.ims;
+                self.ims |= value;
+                self.update_line(before, env.irq);
+            }
+            IMC => self.ims &= !value,
+            ITR => self.itr = value & 0xffff,
+            RCTL => self.rctl = value,
+            TCTL => {
+                self.tctl = value;
+                self.run_tx(env);
+            }
+            RDBAL => self.rx.bal = value,
+            RDBAH => self.rx.bah = value,
+            RDLEN => self.rx.len = value & 0xf_ff80,
+            RDH => self.rx.head = value & 0xffff,
+            RDT => self.rx.tail = value & 0xffff,
+            TDBAL => self.tx.bal = value,
+            TDBAH => self.tx.bah = value,
+            TDLEN => self.tx.len = value & 0xf_ff80,
+            TDH => self.tx.head = value & 0xffff,
+            TDT => {
+                self.tx.tail = value & 0xffff;
+                self.run_tx(env);
+            }
+            RDTR => self.delays[0] = value & 0xffff,
+            RADV => self.delays[1] = value & 0xffff,
+            TIDV => self.delays[2] = value & 0xffff,
+            TADV => self.delays[3] = value & 0xffff,
+            o if (MTA..MTA + 4 * MTA_ENTRIES as u64).contains(&o) => {
+                if let Some(w) = self.filter.mta.get_mut(((o - MTA) / 4) as usize) {
+                    *w = value;
+                }
+            }
+            o if (RAL0..RAL0 + 8 * RA_ENTRIES as u64).contains(&o) => {
+                let i = ((o - RAL0) / 8) as usize;
+                match (o - RAL0) % 8 {
+                    0 => {
+                        if let Some(r) = self.filter.ral.get_mut(i) {
+                            *r = value;
+                        }
+                    }
+                    4 => {
+                        if let Some(r) = self.filter.rah.get_mut(i) {
+                            *r = value & (RAH_AV | 0x3_ffff);
+                        }
+                    }
+                    _ => {
+                        self.unknown(offset);
+                    }
+                }
+            }
+            // Read-only and statistics registers ignore writes.
+            STATUS | MPC | GPRC | GPTC | GORCL | GORCH | GOTCL | GOTCH | TPR | TPT => {}
+            _ => {
+                self.unknown(offset);
+            }
+        }
+    }
+}
+
+impl<D, I, N> MmioDevice<NicEnv<'_, D, I, N>> for Nic
+where
+    D: DmaPort + ?Sized,
+    I: InterruptSink + ?Sized,
+    N: NetworkPort + ?Sized,
+{
+    fn mmio_size(&self) -> u64 {
+        BAR_SIZE
+    }
+
+    /// Registers are 32-bit: an aligned 32-bit read returns one; a narrower
+    /// read returns its bytes of the enclosing register (with the side
+    /// effects of reading it); misaligned and 64-bit reads return 0.
+    fn mmio_read(&mut self, offset: u64, width: Width, _env: &mut NicEnv<'_, D, I, N>) -> u64 {
+        let reg = offset & !3;
+        let shift = (offset & 3) * 8;
+        if width == Width::U64 || (offset & 3) + width.bytes() > 4 {
+            self.stats.unknown_register_accesses.inc();
+            return 0;
+        }
+        (u64::from(self.read_reg(reg)) >> shift) & width.mask()
+    }
+
+    /// Only aligned 32-bit writes reach a register; other widths are ignored
+    /// and counted, as the 8254x requires dword accesses.
+    fn mmio_write(&mut self, offset: u64, width: Width, value: u64, env: &mut NicEnv<'_, D, I, N>) {
+        if width != Width::U32 || offset & 3 != 0 {
+            self.stats.unknown_register_accesses.inc();
+            return;
+        }
+        self.write_reg(offset, value as u32, env);
+    }
+}
