@@ -72,6 +72,21 @@ pub struct NicStats {
     pub interrupts: Counter,
     /// Accesses to registers this model does not implement.
     pub unknown_register_accesses: Counter,
+    /// IOTLB hits of the DMAs that handle frames (the critical path).
+    pub critical_iotlb_hits: Counter,
+    /// IOTLB misses of the DMAs that handle frames: what seed 000's
+    /// prefetchers aim to bring to zero.
+    pub critical_iotlb_misses: Counter,
+    /// Page-table entries read by those misses.
+    pub critical_table_reads: Counter,
+    /// Prefetch DMAs issued by the device-side prefetchers.
+    pub prefetches: Counter,
+    /// Prefetch DMAs that faulted (ignored, as the seed's dummy DMAs are).
+    pub prefetch_faults: Counter,
+    /// IOTLB misses taken by prefetches, off the critical path.
+    pub prefetch_iotlb_misses: Counter,
+    /// Page-table entries read by prefetches.
+    pub prefetch_table_reads: Counter,
 }
 
 impl Stats for NicStats {}
@@ -163,6 +178,8 @@ pub struct Nic {
     pub(crate) tx_frame: Vec<u8>,
     /// Whether the frame being gathered overflowed and is being discarded.
     pub(crate) tx_discard: bool,
+    /// Seed 000's device-side prefetchers.
+    pub(crate) prefetchers: crate::prefetch::Prefetchers,
 }
 
 impl Nic {
@@ -185,16 +202,19 @@ impl Nic {
             stats: NicStats::default(),
             tx_frame: Vec::with_capacity(MAX_FRAME),
             tx_discard: false,
+            prefetchers: crate::prefetch::Prefetchers::default(),
         };
         nic.reset();
         nic
     }
 
     /// Device reset (power-on, or CTRL.RST): registers to their defaults, the
-    /// EEPROM's MAC address in RAL0/RAH0. Counters are kept.
+    /// EEPROM's MAC address in RAL0/RAH0. Counters and the prefetcher
+    /// choice are kept.
     pub fn reset(&mut self) {
         let stats = self.stats;
         let config = self.config;
+        let prefetchers = self.prefetchers;
         let frame = core::mem::take(&mut self.tx_frame);
         *self = Nic {
             config,
@@ -213,6 +233,7 @@ impl Nic {
             stats,
             tx_frame: frame,
             tx_discard: false,
+            prefetchers,
         };
         self.tx_frame.clear();
         self.filter.set_address(0, config.mac);
@@ -247,6 +268,29 @@ impl Nic {
             }
             _ => 0,
         }
+    }
+
+    /// Counts the cost of a DMA that handles a frame.
+    pub(crate) fn count_critical(&mut self, cost: iovirt_core::Cost) {
+        self.stats
+            .critical_iotlb_hits
+            .add(u64::from(cost.iotlb_hits));
+        self.stats
+            .critical_iotlb_misses
+            .add(u64::from(cost.iotlb_misses));
+        self.stats
+            .critical_table_reads
+            .add(u64::from(cost.table_reads));
+    }
+
+    /// Counts the cost of a prefetch DMA.
+    pub(crate) fn count_prefetch(&mut self, cost: iovirt_core::Cost) {
+        self.stats
+            .prefetch_iotlb_misses
+            .add(u64::from(cost.iotlb_misses));
+        self.stats
+            .prefetch_table_reads
+            .add(u64::from(cost.table_reads));
     }
 
     /// Sets interrupt causes; raises the interrupt when an unmasked cause

@@ -92,9 +92,13 @@ impl Nic {
                 .base()
                 .wrapping_add(u64::from(self.rx.head) * DESC_SIZE);
             let mut raw = [0u8; 16];
-            if env.dma.dma_read(Iova::new(at), &mut raw).is_err() {
-                self.stats.dma_faults.inc();
-                return RxOutcome::DmaFault;
+            match env.dma.dma_read(Iova::new(at), &mut raw) {
+                Ok(cost) => self.count_critical(cost),
+                Err(f) => {
+                    self.count_critical(f.cost);
+                    self.stats.dma_faults.inc();
+                    return RxOutcome::DmaFault;
+                }
             }
             let Ok(mut desc) = RxDesc::read_from_bytes(&raw) else {
                 return RxOutcome::DmaFault;
@@ -109,9 +113,13 @@ impl Nic {
                 self.stats.rx_null_buffers.inc();
                 desc.length = U16::new(0);
             } else {
-                if env.dma.dma_write(Iova::new(addr), piece).is_err() {
-                    self.stats.dma_faults.inc();
-                    return RxOutcome::DmaFault;
+                match env.dma.dma_write(Iova::new(addr), piece) {
+                    Ok(cost) => self.count_critical(cost),
+                    Err(f) => {
+                        self.count_critical(f.cost);
+                        self.stats.dma_faults.inc();
+                        return RxOutcome::DmaFault;
+                    }
                 }
                 desc.length = U16::new(n as u16);
                 rest = tail;
@@ -121,16 +129,14 @@ impl Nic {
             }
             desc.status = status.bits();
             desc.errors = 0;
-            if env
-                .dma
-                .dma_write(
-                    Iova::new(at.wrapping_add(8)),
-                    desc.as_bytes().get(8..).unwrap_or(&[]),
-                )
-                .is_err()
-            {
-                self.stats.dma_faults.inc();
-                return RxOutcome::DmaFault;
+            let writeback = desc.as_bytes().get(8..).unwrap_or(&[]);
+            match env.dma.dma_write(Iova::new(at.wrapping_add(8)), writeback) {
+                Ok(cost) => self.count_critical(cost),
+                Err(f) => {
+                    self.count_critical(f.cost);
+                    self.stats.dma_faults.inc();
+                    return RxOutcome::DmaFault;
+                }
             }
             self.stats.rx_descriptors.inc();
             self.rx.head = (self.rx.head + 1) % count;
@@ -151,6 +157,7 @@ impl Nic {
         r.tpr = r.tpr.saturating_add(1);
         r.gorc = r.gorc.saturating_add(bytes);
         self.set_causes(Cause::RXT0, env.irq);
+        self.prefetch_rx(env);
         RxOutcome::Stored {
             accept,
             descriptors: used,

@@ -45,11 +45,15 @@ impl Nic {
                 .base()
                 .wrapping_add(u64::from(self.tx.head) * DESC_SIZE);
             let mut raw = [0u8; 16];
-            if env.dma.dma_read(Iova::new(at), &mut raw).is_err() {
-                // The descriptor fetch faulted: the engine stops here, TDH
-                // stays at the descriptor, as a DMA error halts the queue.
-                self.stats.dma_faults.inc();
-                break;
+            match env.dma.dma_read(Iova::new(at), &mut raw) {
+                Ok(cost) => self.count_critical(cost),
+                Err(f) => {
+                    // The descriptor fetch faulted: the engine stops here, TDH
+                    // stays at the descriptor, as a DMA error halts the queue.
+                    self.count_critical(f.cost);
+                    self.stats.dma_faults.inc();
+                    break;
+                }
             }
             let Ok(desc) = TxDesc::read_from_bytes(&raw) else {
                 break;
@@ -60,12 +64,15 @@ impl Nic {
                 // Seed 000's NOP transmit command: touch the address so the
                 // IOMMU caches its translation; move and send nothing.
                 self.stats.nop_commands.inc();
-                if env
+                match env
                     .dma
                     .prefetch(Iova::new(desc.addr.get()), AccessKind::Read)
-                    .is_err()
                 {
-                    self.stats.dma_faults.inc();
+                    Ok(cost) => self.count_prefetch(cost),
+                    Err(f) => {
+                        self.count_prefetch(f.cost);
+                        self.stats.prefetch_faults.inc();
+                    }
                 }
             } else if cmd.contains(TxCmd::DEXT) {
                 // Context and data descriptors (offloads) are not modelled.
@@ -92,6 +99,7 @@ impl Nic {
             causes |= Cause::TXQE;
         }
         self.set_causes(causes, env.irq);
+        self.prefetch_tx(env);
     }
 
     /// Appends the descriptor's buffer to the frame being gathered.
@@ -115,10 +123,17 @@ impl Nic {
         let Some(piece) = self.tx_frame.get_mut(start..) else {
             return;
         };
-        if len != 0 && env.dma.dma_read(Iova::new(desc.addr.get()), piece).is_err() {
-            self.stats.dma_faults.inc();
-            // A frame with a buffer that could not be read is not sent.
-            self.tx_discard = true;
+        if len == 0 {
+            return;
+        }
+        match env.dma.dma_read(Iova::new(desc.addr.get()), piece) {
+            Ok(cost) => self.count_critical(cost),
+            Err(f) => {
+                self.count_critical(f.cost);
+                self.stats.dma_faults.inc();
+                // A frame with a buffer that could not be read is not sent.
+                self.tx_discard = true;
+            }
         }
     }
 
