@@ -112,6 +112,18 @@ impl<A: Address> BitmapFrameAllocator<A> {
         self.index_of(frame).is_some_and(|i| self.bit(i))
     }
 
+    /// Allocates `frame` itself, if this allocator owns it and it is free.
+    pub fn alloc_exact(&mut self, frame: A) -> bool {
+        match self.index_of(frame) {
+            Some(i) if !self.bit(i) => {
+                self.set_bit(i, true);
+                self.free -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// `count` contiguous frames whose first frame number is a multiple of
     /// `align_frames` (1 for no alignment, 512 for a 2 MiB-aligned run),
     /// lowest address first; `None` when no such run is free.
@@ -281,6 +293,10 @@ mod tests {
         assert!(fa.alloc_contiguous(0, 1).is_none());
         assert_eq!(fa.used_frames(), 518);
         assert!(fa.is_allocated(Hpa::new(0x20_0000)));
+        assert!(!fa.alloc_exact(Hpa::new(0x20_0000)), "already taken");
+        assert!(!fa.alloc_exact(Hpa::new(0x1234)), "not a frame boundary");
+        assert!(fa.alloc_exact(Hpa::new(0x40_0000)));
+        fa.free_frame(Hpa::new(0x40_0000)).unwrap();
         assert!(!fa.is_allocated(Hpa::new(0x40_0000)));
         // Freeing a run with a free frame inside changes nothing.
         fa.free_frame(Hpa::new(0x4000)).unwrap();

@@ -15,7 +15,7 @@ pub trait NetworkPort {
 
 /// Any `FnMut(&[u8])` is a network port: handy for tests and for platforms
 /// that route frames with a closure.
-impl<F: FnMut(&[u8])> NetworkPort for F {
+impl<F: FnMut(&[u8]) + ?Sized> NetworkPort for F {
     fn send(&mut self, frame: &[u8]) {
         self(frame);
     }

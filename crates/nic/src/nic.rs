@@ -79,6 +79,11 @@ pub struct NicStats {
     pub critical_iotlb_misses: Counter,
     /// Page-table entries read by those misses.
     pub critical_table_reads: Counter,
+    /// The receive path's share of `critical_iotlb_misses`.
+    pub rx_critical_iotlb_misses: Counter,
+    /// The transmit path's share of `critical_iotlb_misses` (NOP commands'
+    /// descriptor fetches included).
+    pub tx_critical_iotlb_misses: Counter,
     /// Prefetch DMAs issued by the device-side prefetchers.
     pub prefetches: Counter,
     /// Prefetch DMAs that faulted (ignored, as the seed's dummy DMAs are).
@@ -270,8 +275,15 @@ impl Nic {
         }
     }
 
-    /// Counts the cost of a DMA that handles a frame.
-    pub(crate) fn count_critical(&mut self, cost: iovirt_core::Cost) {
+    /// Counts the cost of a DMA that handles a frame on the receive
+    /// (`rx`) or transmit path.
+    pub(crate) fn count_critical(&mut self, cost: iovirt_core::Cost, rx: bool) {
+        let path = if rx {
+            &mut self.stats.rx_critical_iotlb_misses
+        } else {
+            &mut self.stats.tx_critical_iotlb_misses
+        };
+        path.add(u64::from(cost.iotlb_misses));
         self.stats
             .critical_iotlb_hits
             .add(u64::from(cost.iotlb_hits));

@@ -93,9 +93,9 @@ impl Nic {
                 .wrapping_add(u64::from(self.rx.head) * DESC_SIZE);
             let mut raw = [0u8; 16];
             match env.dma.dma_read(Iova::new(at), &mut raw) {
-                Ok(cost) => self.count_critical(cost),
+                Ok(cost) => self.count_critical(cost, true),
                 Err(f) => {
-                    self.count_critical(f.cost);
+                    self.count_critical(f.cost, true);
                     self.stats.dma_faults.inc();
                     return RxOutcome::DmaFault;
                 }
@@ -114,9 +114,9 @@ impl Nic {
                 desc.length = U16::new(0);
             } else {
                 match env.dma.dma_write(Iova::new(addr), piece) {
-                    Ok(cost) => self.count_critical(cost),
+                    Ok(cost) => self.count_critical(cost, true),
                     Err(f) => {
-                        self.count_critical(f.cost);
+                        self.count_critical(f.cost, true);
                         self.stats.dma_faults.inc();
                         return RxOutcome::DmaFault;
                     }
@@ -131,9 +131,9 @@ impl Nic {
             desc.errors = 0;
             let writeback = desc.as_bytes().get(8..).unwrap_or(&[]);
             match env.dma.dma_write(Iova::new(at.wrapping_add(8)), writeback) {
-                Ok(cost) => self.count_critical(cost),
+                Ok(cost) => self.count_critical(cost, true),
                 Err(f) => {
-                    self.count_critical(f.cost);
+                    self.count_critical(f.cost, true);
                     self.stats.dma_faults.inc();
                     return RxOutcome::DmaFault;
                 }

@@ -46,11 +46,11 @@ impl Nic {
                 .wrapping_add(u64::from(self.tx.head) * DESC_SIZE);
             let mut raw = [0u8; 16];
             match env.dma.dma_read(Iova::new(at), &mut raw) {
-                Ok(cost) => self.count_critical(cost),
+                Ok(cost) => self.count_critical(cost, false),
                 Err(f) => {
                     // The descriptor fetch faulted: the engine stops here, TDH
                     // stays at the descriptor, as a DMA error halts the queue.
-                    self.count_critical(f.cost);
+                    self.count_critical(f.cost, false);
                     self.stats.dma_faults.inc();
                     break;
                 }
@@ -127,9 +127,9 @@ impl Nic {
             return;
         }
         match env.dma.dma_read(Iova::new(desc.addr.get()), piece) {
-            Ok(cost) => self.count_critical(cost),
+            Ok(cost) => self.count_critical(cost, false),
             Err(f) => {
-                self.count_critical(f.cost);
+                self.count_critical(f.cost, false);
                 self.stats.dma_faults.inc();
                 // A frame with a buffer that could not be read is not sent.
                 self.tx_discard = true;
