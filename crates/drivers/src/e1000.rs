@@ -67,6 +67,13 @@ pub struct E1000Config {
     /// Seed 000's receive address prefetcher: after each received frame,
     /// NOP transmit commands for the next RX descriptor and its buffer.
     pub rx_prefetch: bool,
+    /// Seed 000's transmit buffer initializer (FIG. 9): place the TX copy
+    /// buffers in one contiguous region, so their translations share
+    /// page-table pages; otherwise each comes from the page allocator.
+    pub contiguous_tx_buffers: bool,
+    /// Page-sized transmit buffers reserved in a contiguous region for
+    /// applications ([`E1000Driver::alloc_app_buffer`]), 0 for none.
+    pub app_tx_buffers: u16,
 }
 
 impl Default for E1000Config {
@@ -75,6 +82,8 @@ impl Default for E1000Config {
             rx_descriptors: 64,
             tx_descriptors: 64,
             rx_prefetch: false,
+            contiguous_tx_buffers: false,
+            app_tx_buffers: 0,
         }
     }
 }
@@ -157,6 +166,10 @@ pub struct E1000Driver {
     /// One copy buffer per TX descriptor, fixed in it (seed 000).
     tx_buffers: Vec<Gpa>,
     tx_slots: Vec<Slot>,
+    /// Application transmit buffers not handed out (FIG. 9's allocator).
+    app_free: Vec<Gpa>,
+    /// Every application buffer, to refuse freeing anything else.
+    app_all: Vec<Gpa>,
     rx_next: u16,
     tx_tail: u16,
     tx_clean: u16,
@@ -207,13 +220,30 @@ impl E1000Driver {
         let tx_ring = pages
             .alloc_contiguous(ring_pages(config.tx_descriptors))
             .ok_or(DriverError::OutOfMemory)?;
-        let mut page = || pages.alloc_frame().ok_or(DriverError::OutOfMemory);
-        let rx_buffers = (0..config.rx_descriptors)
-            .map(|_| page())
-            .collect::<Result<Vec<_>, _>>()?;
-        let tx_buffers = (0..config.tx_descriptors)
-            .map(|_| page())
-            .collect::<Result<Vec<_>, _>>()?;
+        let region = |pages: &mut GuestPageAllocator, n: u16| -> Result<Vec<Gpa>, DriverError> {
+            let first = pages
+                .alloc_contiguous(u64::from(n))
+                .ok_or(DriverError::OutOfMemory)?;
+            Ok((0..u64::from(n))
+                .map(|i| Gpa::new(first.raw() + i * FRAME_SIZE))
+                .collect())
+        };
+        let scattered = |pages: &mut GuestPageAllocator, n: u16| -> Result<Vec<Gpa>, DriverError> {
+            (0..n)
+                .map(|_| pages.alloc_frame().ok_or(DriverError::OutOfMemory))
+                .collect()
+        };
+        let rx_buffers = scattered(pages, config.rx_descriptors)?;
+        let tx_buffers = if config.contiguous_tx_buffers {
+            region(pages, config.tx_descriptors)?
+        } else {
+            scattered(pages, config.tx_descriptors)?
+        };
+        let app_all = if config.app_tx_buffers == 0 {
+            Vec::new()
+        } else {
+            region(pages, config.app_tx_buffers)?
+        };
 
         for (i, &buf) in rx_buffers.iter().enumerate() {
             let at = Gpa::new(rx_ring.raw() + i as u64 * DESC);
@@ -250,6 +280,8 @@ impl E1000Driver {
             rx_buffers,
             tx_buffers,
             tx_slots,
+            app_free: app_all.iter().rev().copied().collect(),
+            app_all,
             rx_next: 0,
             tx_tail: 0,
             tx_clean: 0,
@@ -276,6 +308,50 @@ impl E1000Driver {
     /// The RX buffers, one per descriptor.
     pub fn rx_buffers(&self) -> &[Gpa] {
         &self.rx_buffers
+    }
+
+    /// FIG. 9's allocator API: a page-sized transmit buffer from the
+    /// driver's contiguous region, for an application to fill and send with
+    /// [`E1000Driver::transmit_from`] without a copy.
+    pub fn alloc_app_buffer(&mut self) -> Option<Gpa> {
+        self.app_free.pop()
+    }
+
+    /// Gives an application buffer back; `false` if it is not one, or is free.
+    pub fn free_app_buffer(&mut self, buffer: Gpa) -> bool {
+        if self.app_all.contains(&buffer) && !self.app_free.contains(&buffer) {
+            self.app_free.push(buffer);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sends `len` bytes an application wrote in its buffer `buffer`
+    /// (zero copy: the descriptor points at the buffer).
+    pub fn transmit_from<B: NicBus + ?Sized>(
+        &mut self,
+        bus: &mut B,
+        buffer: Gpa,
+        len: u16,
+    ) -> Result<(), TxError> {
+        if !self.app_all.contains(&buffer) || u64::from(len) > FRAME_SIZE {
+            return Err(TxError::TooLong {
+                len: usize::from(len),
+            });
+        }
+        self.reclaim(bus)?;
+        if self.tx_free() == 0 {
+            self.stats.tx_ring_full.inc();
+            return Err(TxError::RingFull);
+        }
+        if let Some(slot) = self.tx_slots.get_mut(usize::from(self.tx_tail)) {
+            *slot = Slot::Frame;
+        }
+        self.post_tx(bus, buffer.raw(), len, 0, TX_EOP | TX_IFCS | TX_RS)?;
+        bus.write32(reg::TDT, u32::from(self.tx_tail));
+        self.stats.tx_frames.inc();
+        Ok(())
     }
 
     /// Reads and so acknowledges the interrupt causes (ICR is clear on read).
