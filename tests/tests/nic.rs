@@ -7,201 +7,21 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use iovirt_core::{
-    BitmapFrameAllocator, Gpa, HostMemory, Hpa, Iova, Irq, MemError, MmioDevice, PhysMemory,
-    RegisterAccess, Width, check_range,
-};
+use iovirt_core::{Gpa, Iova, PhysMemory};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
-use iovirt_iommu::{
-    ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IotlbConfig, Replacement, RequesterId,
-};
-use iovirt_nic::{Nic, NicConfig, NicEnv, RxOutcome};
-use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
+use iovirt_iommu::{IotlbConfig, Replacement};
+use iovirt_nic::RxOutcome;
+use iovirt_tests::platform::{MIB, TwoGuests, frame};
 
-const MIB: u64 = 1 << 20;
-/// Guest memory per VM.
-const GUEST: u64 = 16 * MIB;
-
-/// One VM's view of the platform: its NIC's registers and its own memory.
-struct Guest<'h> {
-    mem: &'h mut HostMemory,
-    iommu: &'h mut Iommu,
-    nic: &'h mut Nic,
-    req: DmaRequest,
-    /// Host address of guest-physical 0.
-    base: u64,
-    /// Frames the NIC transmitted.
-    wire: &'h mut Vec<Vec<u8>>,
+/// Delivers VM `from`'s frames and returns the outcomes.
+fn deliver(h: &mut TwoGuests, from: usize) -> Vec<RxOutcome> {
+    let mut out = Vec::new();
+    h.deliver(from, |o| out.push(o));
+    out
 }
 
-impl Guest<'_> {
-    fn access(
-        &mut self,
-        f: impl FnOnce(
-            &mut Nic,
-            &mut NicEnv<
-                '_,
-                iovirt_iommu::IommuPort<'_, HostMemory, Vec<Irq>>,
-                Vec<Irq>,
-                dyn FnMut(&[u8]) + '_,
-            >,
-        ) -> u64,
-    ) -> u64 {
-        let Guest {
-            mem,
-            iommu,
-            nic,
-            req,
-            wire,
-            ..
-        } = self;
-        let (mut iommu_irqs, mut nic_irqs): (Vec<Irq>, Vec<Irq>) = (Vec::new(), Vec::new());
-        let mut net = |frame: &[u8]| wire.push(frame.to_vec());
-        let mut port = iommu.port(&mut **mem, &mut iommu_irqs, *req);
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: &mut nic_irqs,
-            net: &mut net as &mut dyn FnMut(&[u8]),
-        };
-        f(nic, &mut env)
-    }
-}
-
-impl RegisterAccess for Guest<'_> {
-    fn read(&mut self, offset: u64, width: Width) -> u64 {
-        self.access(|nic, env| nic.mmio_read(offset, width, env))
-    }
-
-    fn write(&mut self, offset: u64, width: Width, value: u64) {
-        self.access(|nic, env| {
-            nic.mmio_write(offset, width, value, env);
-            0
-        });
-    }
-}
-
-impl PhysMemory<Gpa> for Guest<'_> {
-    fn size(&self) -> u64 {
-        GUEST
-    }
-
-    fn read(&self, addr: Gpa, buf: &mut [u8]) -> Result<(), MemError> {
-        check_range(addr, buf.len() as u64, GUEST)?;
-        self.mem.read(Hpa::new(self.base + addr.raw()), buf)
-    }
-
-    fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), MemError> {
-        check_range(addr, data.len() as u64, GUEST)?;
-        self.mem.write(Hpa::new(self.base + addr.raw()), data)
-    }
-}
-
-/// The host: memory, one IOMMU, two NICs; VM `v` (0 or 1) lives at host
-/// `16 MiB * (v + 1)`, and its NIC (requester 00:0v+2.0) is in domain v+1,
-/// whose tables map IOVA = GPA onto that memory.
-struct Host {
-    mem: HostMemory,
-    iommu: Iommu,
-    /// Each VM's second-stage (IOMMU) tables.
-    stage2: Vec<PageTable<Iova, Hpa>>,
-    nics: [Nic; 2],
-    wires: [Vec<Vec<u8>>; 2],
-}
-
-fn requester(v: usize) -> RequesterId {
-    RequesterId::new(0, 2 + v as u8, 0).unwrap()
-}
-
-fn host(iotlb: IotlbConfig) -> Host {
-    let mut mem = HostMemory::new(64 * MIB).unwrap();
-    let mut frames = BitmapFrameAllocator::new(Hpa::new(0), 8 * MIB / 4096);
-    let mut iommu = Iommu::new(IommuConfig {
-        iotlb,
-        ..IommuConfig::default()
-    })
-    .unwrap();
-    let mut tables = Vec::new();
-    for v in 0..2usize {
-        let mut stage2 = PageTable::<Iova, Hpa>::new(
-            &mut mem,
-            &mut frames,
-            PagingConfig::second_stage(Levels::Four),
-        )
-        .unwrap();
-        let m = Mapping::new(
-            Iova::new(0),
-            Hpa::new(GUEST * (v as u64 + 1)),
-            GUEST,
-            PteFlags::RW,
-        );
-        stage2.map(&mut mem, &mut frames, m).unwrap();
-        let domain = DomainId(v as u16 + 1);
-        iommu.set_domain(domain, stage2.root(), Levels::Four);
-        iommu.set_context(
-            requester(v),
-            ContextEntry::Translate {
-                domain,
-                pasid_enabled: false,
-            },
-        );
-        tables.push(stage2);
-    }
-    let nic = |last: u8| {
-        Nic::new(NicConfig {
-            mac: [0x52, 0x54, 0, 0, 0, last],
-            irq: Irq(u32::from(last)),
-        })
-    };
-    Host {
-        mem,
-        iommu,
-        stage2: tables,
-        nics: [nic(1), nic(2)],
-        wires: [Vec::new(), Vec::new()],
-    }
-}
-
-impl Host {
-    fn guest(&mut self, v: usize) -> Guest<'_> {
-        let [a, b] = &mut self.nics;
-        let [wa, wb] = &mut self.wires;
-        let (nic, wire) = if v == 0 { (a, wa) } else { (b, wb) };
-        Guest {
-            mem: &mut self.mem,
-            iommu: &mut self.iommu,
-            nic,
-            req: DmaRequest::new(requester(v)),
-            base: GUEST * (v as u64 + 1),
-            wire,
-        }
-    }
-
-    /// Carries the frames VM `from`'s NIC sent into the other NIC.
-    fn deliver(&mut self, from: usize) -> Vec<RxOutcome> {
-        let frames = std::mem::take(&mut self.wires[from]);
-        let mut g = self.guest(1 - from);
-        frames
-            .iter()
-            .map(|f| {
-                let f = f.clone();
-                let out = std::cell::Cell::new(None);
-                g.access(|nic, env| {
-                    out.set(Some(nic.receive(&f, env)));
-                    0
-                });
-                out.get().unwrap()
-            })
-            .collect()
-    }
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], n: u32, len: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend((0..len - 14).map(|i| (i as u32).wrapping_mul(31).wrapping_add(n) as u8));
-    f
+fn host(iotlb: IotlbConfig) -> TwoGuests {
+    TwoGuests::new(iotlb)
 }
 
 #[test]
@@ -219,7 +39,7 @@ fn frames_cross_from_one_guest_to_the_other_byte_exact() {
         let f = frame(db.mac(), da.mac(), n, len);
         da.transmit(&mut h.guest(0), &f).unwrap();
         sent.push(f);
-        let outcomes = h.deliver(0);
+        let outcomes = deliver(&mut h, 0);
         assert!(
             outcomes
                 .iter()
@@ -248,7 +68,7 @@ fn frames_cross_from_one_guest_to_the_other_byte_exact() {
         &frame([0x52, 0x54, 0, 0, 0, 9], da.mac(), 0, 64),
     )
     .unwrap();
-    assert_eq!(h.deliver(0), [RxOutcome::Filtered]);
+    assert_eq!(deliver(&mut h, 0), [RxOutcome::Filtered]);
 }
 
 /// Critical-path IOTLB misses per received frame at VM B, with its RX
@@ -272,7 +92,7 @@ fn rx_misses_per_frame(rx_prefetch: bool) -> f64 {
     for n in 0..frames {
         da.transmit(&mut h.guest(0), &frame(db.mac(), da.mac(), n, 512))
             .unwrap();
-        h.deliver(0);
+        deliver(&mut h, 0);
         got += db.receive(&mut h.guest(1), |_| {}).unwrap();
     }
     assert_eq!(got, frames);
@@ -354,7 +174,7 @@ fn applications_send_from_driver_buffers_without_a_copy() {
             .unwrap();
         sent.push(f);
     }
-    h.deliver(0);
+    deliver(&mut h, 0);
     let mut got = Vec::new();
     db.receive(&mut h.guest(1), |f| got.push(f.to_vec()))
         .unwrap();

@@ -1,0 +1,237 @@
+//! Two VMs on one host, each with an e1000-style NIC behind the IOMMU in
+//! its own domain, joined by a wire; each VM sees its NIC's registers and
+//! its own guest-physical memory, as its driver must.
+
+use iovirt_core::{
+    BitmapFrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq, MemError, MmioDevice,
+    PhysMemory, RegisterAccess, Width, check_range,
+};
+use iovirt_iommu::{
+    ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig, RequesterId,
+};
+use iovirt_nic::{Nic, NicConfig, NicEnv, RxOutcome};
+use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
+
+/// One MiB.
+pub const MIB: u64 = 1 << 20;
+/// Guest-physical memory per VM.
+pub const GUEST: u64 = 16 * MIB;
+
+/// Frames in flight on one direction of the wire, kept in one reusable
+/// buffer (no allocation per frame once warm).
+#[derive(Debug, Default)]
+pub struct Wire {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Wire {
+    fn push(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The frames, oldest first.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let starts = core::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .filter_map(|(a, b)| self.bytes.get(a..b))
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether no frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// The environment a guest's NIC runs in for one call.
+pub type GuestEnv<'a> =
+    NicEnv<'a, IommuPort<'a, HostMemory, Vec<Irq>>, Vec<Irq>, dyn FnMut(&[u8]) + 'a>;
+
+/// One VM's view of the platform: its NIC's registers and its own memory.
+pub struct Guest<'h> {
+    mem: &'h mut HostMemory,
+    iommu: &'h mut Iommu,
+    nic: &'h mut Nic,
+    req: DmaRequest,
+    /// Host address of guest-physical 0.
+    base: u64,
+    wire: &'h mut Wire,
+}
+
+impl Guest<'_> {
+    /// Runs `f` on the NIC with its environment: DMA through the IOMMU,
+    /// frames onto the wire, interrupts dropped (the drivers poll).
+    pub fn with_nic<R>(&mut self, f: impl FnOnce(&mut Nic, &mut GuestEnv<'_>) -> R) -> R {
+        let Guest {
+            mem,
+            iommu,
+            nic,
+            req,
+            wire,
+            ..
+        } = self;
+        let (mut iommu_irqs, mut nic_irqs) = (IrqCount::default(), IrqCount::default());
+        let mut net = |frame: &[u8]| wire.push(frame);
+        let mut port = iommu.port(&mut **mem, &mut iommu_irqs, *req);
+        let mut env = NicEnv {
+            dma: &mut port,
+            irq: &mut nic_irqs,
+            net: &mut net as &mut dyn FnMut(&[u8]),
+        };
+        f(nic, &mut env)
+    }
+}
+
+impl RegisterAccess for Guest<'_> {
+    fn read(&mut self, offset: u64, width: Width) -> u64 {
+        self.with_nic(|nic, env| nic.mmio_read(offset, width, env))
+    }
+
+    fn write(&mut self, offset: u64, width: Width, value: u64) {
+        self.with_nic(|nic, env| nic.mmio_write(offset, width, value, env));
+    }
+}
+
+impl PhysMemory<Gpa> for Guest<'_> {
+    fn size(&self) -> u64 {
+        GUEST
+    }
+
+    fn read(&self, addr: Gpa, buf: &mut [u8]) -> Result<(), MemError> {
+        check_range(addr, buf.len() as u64, GUEST)?;
+        self.mem.read(Hpa::new(self.base + addr.raw()), buf)
+    }
+
+    fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), MemError> {
+        check_range(addr, data.len() as u64, GUEST)?;
+        self.mem.write(Hpa::new(self.base + addr.raw()), data)
+    }
+}
+
+/// The host: memory, one IOMMU, two NICs. VM `v` (0 or 1) lives at host
+/// `16 MiB * (v + 1)`; its NIC (requester 00:0v+2.0) is in domain v+1, whose
+/// tables map IOVA = GPA onto that memory with 4 KiB pages.
+pub struct TwoGuests {
+    /// Host memory.
+    pub mem: HostMemory,
+    /// The IOMMU both NICs sit behind.
+    pub iommu: Iommu,
+    /// Each VM's second-stage (IOMMU) tables.
+    pub stage2: Vec<PageTable<Iova, Hpa>>,
+    /// The two NICs.
+    pub nics: [Nic; 2],
+    /// Frames each NIC transmitted, not yet delivered.
+    pub wires: [Wire; 2],
+}
+
+/// The requester id of VM `v`'s NIC.
+pub fn requester(v: usize) -> RequesterId {
+    RequesterId::new(0, 2 + v as u8, 0).unwrap()
+}
+
+impl TwoGuests {
+    /// The platform with an IOMMU of the given IOTLB.
+    pub fn new(iotlb: IotlbConfig) -> TwoGuests {
+        let mut mem = HostMemory::new(64 * MIB).unwrap();
+        let mut frames = BitmapFrameAllocator::new(Hpa::new(0), 8 * MIB / 4096);
+        let mut iommu = Iommu::new(IommuConfig {
+            iotlb,
+            ..IommuConfig::default()
+        })
+        .unwrap();
+        let mut stage2 = Vec::new();
+        for v in 0..2usize {
+            let mut table = PageTable::<Iova, Hpa>::new(
+                &mut mem,
+                &mut frames,
+                PagingConfig::second_stage(Levels::Four),
+            )
+            .unwrap();
+            let m = Mapping::new(
+                Iova::new(0),
+                Hpa::new(GUEST * (v as u64 + 1)),
+                GUEST,
+                PteFlags::RW,
+            );
+            table.map(&mut mem, &mut frames, m).unwrap();
+            let domain = DomainId(v as u16 + 1);
+            iommu.set_domain(domain, table.root(), Levels::Four);
+            iommu.set_context(
+                requester(v),
+                ContextEntry::Translate {
+                    domain,
+                    pasid_enabled: false,
+                },
+            );
+            stage2.push(table);
+        }
+        let nic = |last: u8| {
+            Nic::new(NicConfig {
+                mac: [0x52, 0x54, 0, 0, 0, last],
+                irq: Irq(u32::from(last)),
+            })
+        };
+        TwoGuests {
+            mem,
+            iommu,
+            stage2,
+            nics: [nic(1), nic(2)],
+            wires: [Wire::default(), Wire::default()],
+        }
+    }
+
+    /// VM `v`'s view.
+    pub fn guest(&mut self, v: usize) -> Guest<'_> {
+        let [a, b] = &mut self.nics;
+        let [wa, wb] = &mut self.wires;
+        let (nic, wire) = if v == 0 { (a, wa) } else { (b, wb) };
+        Guest {
+            mem: &mut self.mem,
+            iommu: &mut self.iommu,
+            nic,
+            req: DmaRequest::new(requester(v)),
+            base: GUEST * (v as u64 + 1),
+            wire,
+        }
+    }
+
+    /// Carries the frames VM `from`'s NIC sent into the other NIC, handing
+    /// each outcome to `on`.
+    pub fn deliver(&mut self, from: usize, mut on: impl FnMut(RxOutcome)) {
+        let wire = core::mem::take(&mut self.wires[from]);
+        {
+            let mut g = self.guest(1 - from);
+            for frame in wire.frames() {
+                on(g.with_nic(|nic, env| nic.receive(frame, env)));
+            }
+        }
+        let mut wire = wire;
+        wire.clear();
+        self.wires[from] = wire;
+    }
+}
+
+/// An Ethernet II frame of `len` bytes to `dst` from `src`, with a payload
+/// that depends on `n`.
+pub fn frame(dst: [u8; 6], src: [u8; 6], n: u32, len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend(
+        (0..len.saturating_sub(14)).map(|i| (i as u32).wrapping_mul(31).wrapping_add(n) as u8),
+    );
+    f
+}
