@@ -10,7 +10,7 @@
 use iovirt_core::{Gpa, Iova, PhysMemory};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IotlbConfig, Replacement};
-use iovirt_nic::RxOutcome;
+use iovirt_nic::{BufferTouch, Prefetchers, RxOutcome};
 use iovirt_tests::platform::{MIB, TwoGuests, frame};
 
 /// Delivers VM `from`'s frames and returns the outcomes.
@@ -73,7 +73,7 @@ fn frames_cross_from_one_guest_to_the_other_byte_exact() {
 
 /// Critical-path IOTLB misses per received frame at VM B, with its RX
 /// buffers scattered and an 8-entry IOTLB.
-fn rx_misses_per_frame(rx_prefetch: bool) -> f64 {
+fn rx_misses_per_frame(rx_prefetch: bool, device: Prefetchers) -> f64 {
     let mut h = host(IotlbConfig {
         entries: 8,
         ways: 0,
@@ -87,6 +87,7 @@ fn rx_misses_per_frame(rx_prefetch: bool) -> f64 {
         ..E1000Config::default()
     };
     let mut db = E1000Driver::bring_up(&mut h.guest(1), &mut pb, config).unwrap();
+    h.nics[1].set_prefetchers(device);
     let frames = 200u32;
     let mut got = 0;
     for n in 0..frames {
@@ -106,13 +107,26 @@ fn rx_misses_per_frame(rx_prefetch: bool) -> f64 {
 
 #[test]
 fn driver_side_prefetch_takes_misses_off_the_receive_path() {
-    let without = rx_misses_per_frame(false);
-    let with = rx_misses_per_frame(true);
+    let without = rx_misses_per_frame(false, Prefetchers::default());
+    let with = rx_misses_per_frame(true, Prefetchers::default());
     assert!(
         without >= 1.0,
         "without prefetch: {without} misses per frame"
     );
     assert!(with <= 0.05, "with prefetch: {with} misses per frame");
+}
+
+#[test]
+fn device_and_driver_prefetchers_together() {
+    let device = Prefetchers {
+        rx_descriptor: true,
+        rx_buffer: Some(BufferTouch::NullWrite),
+        ..Prefetchers::default()
+    };
+    let device_only = rx_misses_per_frame(false, device);
+    let both = rx_misses_per_frame(true, device);
+    assert!(device_only <= 0.05, "device side alone: {device_only}");
+    assert!(both <= 0.05, "both: {both}");
 }
 
 /// Distinct page-table pages the IOMMU walks to translate every TX copy
