@@ -190,38 +190,34 @@ pub struct Nic {
 impl Nic {
     /// A NIC after power-on reset.
     pub fn new(config: NicConfig) -> Nic {
-        let mut nic = Nic {
+        let frame = Vec::with_capacity(MAX_FRAME);
+        Nic::after_reset(
             config,
-            ctrl: 0,
-            eerd: 0,
-            icr: 0,
-            ims: 0,
-            itr: 0,
-            rctl: 0,
-            tctl: 0,
-            rx: Ring::default(),
-            tx: Ring::default(),
-            delays: [0; 4],
-            filter: ReceiveFilter::default(),
-            regs_stats: StatRegs::default(),
-            stats: NicStats::default(),
-            tx_frame: Vec::with_capacity(MAX_FRAME),
-            tx_discard: false,
-            prefetchers: crate::prefetch::Prefetchers::default(),
-        };
-        nic.reset();
-        nic
+            NicStats::default(),
+            crate::prefetch::Prefetchers::default(),
+            frame,
+        )
     }
 
     /// Device reset (power-on, or CTRL.RST): registers to their defaults, the
     /// EEPROM's MAC address in RAL0/RAH0. Counters and the prefetcher
     /// choice are kept.
     pub fn reset(&mut self) {
-        let stats = self.stats;
-        let config = self.config;
-        let prefetchers = self.prefetchers;
         let frame = core::mem::take(&mut self.tx_frame);
-        *self = Nic {
+        *self = Nic::after_reset(self.config, self.stats, self.prefetchers, frame);
+    }
+
+    /// The state reset leaves, keeping what survives it.
+    fn after_reset(
+        config: NicConfig,
+        stats: NicStats,
+        prefetchers: crate::prefetch::Prefetchers,
+        mut tx_frame: Vec<u8>,
+    ) -> Nic {
+        tx_frame.clear();
+        let mut filter = ReceiveFilter::default();
+        filter.set_address(0, config.mac);
+        Nic {
             config,
             ctrl: 0,
             eerd: 0,
@@ -233,15 +229,13 @@ impl Nic {
             rx: Ring::default(),
             tx: Ring::default(),
             delays: [0; 4],
-            filter: ReceiveFilter::default(),
+            filter,
             regs_stats: StatRegs::default(),
             stats,
-            tx_frame: frame,
+            tx_frame,
             tx_discard: false,
             prefetchers,
-        };
-        self.tx_frame.clear();
-        self.filter.set_address(0, config.mac);
+        }
     }
 
     /// The configuration.
