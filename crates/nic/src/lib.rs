@@ -45,8 +45,9 @@
 //! are gathered into one buffer allocated at creation and capped at 16 KiB;
 //! longer ones are dropped. RX frames longer than 1522 bytes (16 KiB with
 //! RCTL.LPE) are dropped. A null RX buffer address is skipped with DD
-//! written back. A descriptor or buffer DMA that faults stops the engine
-//! and is counted. Nothing panics.
+//! written back. A descriptor fetch that faults stops the engine (the head
+//! stays on it); a TX buffer that faults drops its frame; an RX buffer or
+//! write-back that faults stops the frame. Each is counted. Nothing panics.
 //!
 //! ## Not modelled (yet)
 //!

@@ -129,6 +129,9 @@ impl Nic {
             }
             desc.status = status.bits();
             desc.errors = 0;
+            // No checksum offload or VLAN stripping: both fields read zero.
+            desc.checksum = U16::new(0);
+            desc.special = U16::new(0);
             let writeback = desc.as_bytes().get(8..).unwrap_or(&[]);
             match env.dma.dma_write(Iova::new(at.wrapping_add(8)), writeback) {
                 Ok(cost) => self.count_critical(cost, true),

@@ -1,0 +1,349 @@
+//! The e1000-style NIC under a hostile guest and a hostile wire: arbitrary
+//! sequences of MMIO reads and writes (any offset, width and value) and
+//! received frames (up to 20 KiB), over 256 KiB of memory whose descriptor
+//! rings and buffers come from the input, without an IOMMU.
+//!
+//! Nothing may panic or hang, and whatever the input: the NIC's counters
+//! never go down, every frame it sends is at most 16 KiB, the frames the
+//! network saw are the frames it counted, reads return no more bits than
+//! their width, and only the NIC's own interrupt is raised.
+
+#![no_main]
+
+use arbitrary::Arbitrary;
+use iovirt_core::{HostMemory, Hpa, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
+use iovirt_nic::{BufferTouch, MAX_FRAME, Nic, NicConfig, NicEnv, NicStats, Prefetchers, regs};
+use libfuzzer_sys::fuzz_target;
+
+/// Memory the rings and buffers live in.
+const MEM: u64 = 256 << 10;
+/// Operations per input.
+const MAX_OPS: usize = 128;
+/// Longest frame offered to the receiver: beyond the 16 KiB it accepts.
+const MAX_RX_FRAME: usize = 20 << 10;
+/// Where the optional setup puts the rings.
+const TX_RING: u64 = 0x1000;
+const RX_RING: u64 = 0x3000;
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const IRQ: Irq = Irq(9);
+
+/// Every register the model implements, and a few it does not.
+const OFFSETS: [u64; 40] = [
+    regs::CTRL,
+    regs::STATUS,
+    regs::EECD,
+    regs::EERD,
+    regs::ICR,
+    regs::ITR,
+    regs::ICS,
+    regs::IMS,
+    regs::IMC,
+    regs::RCTL,
+    regs::TCTL,
+    regs::RDBAL,
+    regs::RDBAH,
+    regs::RDLEN,
+    regs::RDH,
+    regs::RDT,
+    regs::RDTR,
+    regs::RADV,
+    regs::TDBAL,
+    regs::TDBAH,
+    regs::TDLEN,
+    regs::TDH,
+    regs::TDT,
+    regs::TIDV,
+    regs::TADV,
+    regs::MPC,
+    regs::GPRC,
+    regs::GPTC,
+    regs::GORCL,
+    regs::GORCH,
+    regs::GOTCL,
+    regs::GOTCH,
+    regs::TPR,
+    regs::TPT,
+    regs::MTA,
+    regs::RAL0,
+    regs::RAH0,
+    regs::RAL0 + 8,
+    0x0018,
+    0x5800,
+];
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    /// Which of seed 000's device-side prefetchers run (bits).
+    prefetchers: u8,
+    /// Program sane rings before the operations.
+    setup: Option<Setup>,
+    /// Bytes written into memory before anything runs.
+    fills: Vec<Fill>,
+    /// Descriptors written into the setup's rings.
+    descriptors: Vec<Desc>,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Setup {
+    /// Ring lengths in units of 8 descriptors.
+    tx_blocks: u8,
+    rx_blocks: u8,
+    rdt: u8,
+    rctl: u32,
+    tctl: u32,
+    ims: u32,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Fill {
+    at: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Desc {
+    rx: bool,
+    slot: u8,
+    addr: Addr,
+    length: u16,
+    /// Bytes 10 to 15: CSO, CMD, STA, CSS, special (TX); the rest (RX).
+    tail: [u8; 6],
+}
+
+#[derive(Debug, Arbitrary)]
+enum Addr {
+    /// In memory or just past it.
+    Near(u32),
+    Null,
+    Raw(u64),
+}
+
+impl Addr {
+    fn get(&self) -> u64 {
+        match *self {
+            Addr::Near(a) => u64::from(a) % (MEM + 0x1000),
+            Addr::Null => 0,
+            Addr::Raw(a) => a,
+        }
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+enum Offset {
+    Known(u8),
+    /// A known register plus a small misalignment.
+    Nudged(u8, u8),
+    InBar(u32),
+    Raw(u64),
+}
+
+impl Offset {
+    fn get(&self) -> u64 {
+        let known = |i: u8| OFFSETS[usize::from(i) % OFFSETS.len()];
+        match *self {
+            Offset::Known(i) => known(i),
+            Offset::Nudged(i, d) => known(i) + u64::from(d % 8),
+            Offset::InBar(o) => u64::from(o) % regs::BAR_SIZE,
+            Offset::Raw(o) => o,
+        }
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+enum Dst {
+    Own,
+    Broadcast,
+    Multicast(u8),
+    Raw([u8; 6]),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Read {
+        offset: Offset,
+        width: u8,
+    },
+    Write {
+        offset: Offset,
+        width: u8,
+        value: u64,
+    },
+    /// A doorbell: a small value into a head or tail register.
+    Doorbell {
+        which: u8,
+        value: u8,
+    },
+    Receive {
+        dst: Dst,
+        len: u16,
+        head: Vec<u8>,
+        fill: u8,
+    },
+}
+
+fn width(w: u8) -> Width {
+    match w % 8 {
+        0 => Width::U8,
+        1 => Width::U16,
+        2 => Width::U64,
+        _ => Width::U32,
+    }
+}
+
+fn frame(dst: &Dst, len: u16, head: &[u8], fill: u8) -> Vec<u8> {
+    let len = usize::from(len) % (MAX_RX_FRAME + 1);
+    let mut f = vec![fill; len];
+    let dst = match *dst {
+        Dst::Own => MAC,
+        Dst::Broadcast => [0xff; 6],
+        Dst::Multicast(g) => [0x01, 0x00, 0x5e, 0x00, g >> 4, g],
+        Dst::Raw(a) => a,
+    };
+    for (b, s) in f.iter_mut().zip(dst.iter().chain(head)) {
+        *b = *s;
+    }
+    f
+}
+
+/// The counters, to check none goes down.
+fn counters(s: &NicStats) -> [u64; 27] {
+    [
+        s.tx_frames.get(),
+        s.tx_bytes.get(),
+        s.tx_descriptors.get(),
+        s.rx_frames.get(),
+        s.rx_bytes.get(),
+        s.rx_descriptors.get(),
+        s.rx_no_descriptor.get(),
+        s.rx_filtered.get(),
+        s.rx_disabled.get(),
+        s.rx_oversize.get(),
+        s.tx_oversize.get(),
+        s.rx_null_buffers.get(),
+        s.dma_faults.get(),
+        s.ring_errors.get(),
+        s.tx_unsupported.get(),
+        s.nop_commands.get(),
+        s.interrupts.get(),
+        s.unknown_register_accesses.get(),
+        s.critical_iotlb_hits.get(),
+        s.critical_iotlb_misses.get(),
+        s.critical_table_reads.get(),
+        s.rx_critical_iotlb_misses.get(),
+        s.tx_critical_iotlb_misses.get(),
+        s.prefetches.get(),
+        s.prefetch_faults.get(),
+        s.prefetch_iotlb_misses.get(),
+        s.prefetch_table_reads.get(),
+    ]
+}
+
+fuzz_target!(|input: Input| {
+    let Ok(mut mem) = HostMemory::new(MEM) else {
+        return;
+    };
+    for fill in input.fills.iter().take(64) {
+        let at = u64::from(fill.at) % MEM;
+        let room = (MEM - at) as usize;
+        let bytes = &fill.bytes[..fill.bytes.len().min(room)];
+        assert!(mem.write(Hpa::new(at), bytes).is_ok());
+    }
+    for d in input.descriptors.iter().take(256) {
+        let ring = if d.rx { RX_RING } else { TX_RING };
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&d.addr.get().to_le_bytes());
+        raw[8..10].copy_from_slice(&d.length.to_le_bytes());
+        raw[10..].copy_from_slice(&d.tail);
+        // Rings of up to 32 descriptors (512 bytes) each.
+        let at = ring + 16 * u64::from(d.slot % 32);
+        assert!(mem.write(Hpa::new(at), &raw).is_ok());
+    }
+
+    let mut nic = Nic::new(NicConfig { mac: MAC, irq: IRQ });
+    let p = input.prefetchers;
+    nic.set_prefetchers(Prefetchers {
+        rx_descriptor: p & 1 != 0,
+        rx_buffer: match (p >> 1) & 3 {
+            1 => Some(BufferTouch::Read),
+            2 => Some(BufferTouch::NullWrite),
+            _ => None,
+        },
+        tx_descriptor: p & 8 != 0,
+        tx_buffer: p & 16 != 0,
+    });
+
+    let mut setup = Vec::new();
+    if let Some(s) = &input.setup {
+        let tx_len = 128 * u32::from(s.tx_blocks % 5);
+        let rx_len = 128 * u32::from(s.rx_blocks % 5);
+        setup.extend([
+            (regs::TDBAL, u64::from(TX_RING as u32)),
+            (regs::TDLEN, u64::from(tx_len)),
+            (regs::RDBAL, u64::from(RX_RING as u32)),
+            (regs::RDLEN, u64::from(rx_len)),
+            (regs::RDT, u64::from(s.rdt % 40)),
+            (regs::IMS, u64::from(s.ims)),
+            (regs::RCTL, u64::from(s.rctl | 2)),
+            (regs::TCTL, u64::from(s.tctl | 2)),
+        ]);
+    }
+
+    let mut sent = 0u64;
+    let mut irqs: Vec<Irq> = Vec::new();
+    let mut before = counters(nic.stats());
+    let setup_ops = setup.into_iter().map(|(offset, value)| Op::Write {
+        offset: Offset::Raw(offset),
+        width: 3,
+        value,
+    });
+    for op in setup_ops.chain(input.ops.into_iter().take(MAX_OPS)) {
+        let sent_before = sent;
+        {
+            let mut dma = PassthroughDma::new(&mut mem);
+            let mut net = |f: &[u8]| {
+                assert!(f.len() <= MAX_FRAME, "sent a frame of {} bytes", f.len());
+                sent += 1;
+            };
+            let mut env = NicEnv {
+                dma: &mut dma,
+                irq: &mut irqs,
+                net: &mut net,
+            };
+            match &op {
+                Op::Read { offset, width: w } => {
+                    let w = width(*w);
+                    let v = nic.mmio_read(offset.get(), w, &mut env);
+                    assert!(v <= w.mask(), "a {w:?} read returned {v:#x}");
+                }
+                Op::Write {
+                    offset,
+                    width: w,
+                    value,
+                } => nic.mmio_write(offset.get(), width(*w), *value, &mut env),
+                Op::Doorbell { which, value } => {
+                    let reg = [regs::TDT, regs::RDT, regs::TDH, regs::RDH][usize::from(which % 4)];
+                    nic.mmio_write(reg, Width::U32, u64::from(*value % 40), &mut env);
+                }
+                Op::Receive {
+                    dst,
+                    len,
+                    head,
+                    fill,
+                } => {
+                    let f = frame(dst, *len, head, *fill);
+                    nic.receive(&f, &mut env);
+                }
+            }
+        }
+        let after = counters(nic.stats());
+        for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+            assert!(a >= b, "counter {i} went down: {b} -> {a} after {op:?}");
+        }
+        // The frames the network saw are the frames counted.
+        assert_eq!(after[0] - before[0], sent - sent_before);
+        before = after;
+        assert!(irqs.iter().all(|&i| i == IRQ));
+        irqs.clear();
+    }
+});
