@@ -354,6 +354,28 @@ impl E1000Driver {
         Ok(())
     }
 
+    /// The interrupt handler: reads (and so acknowledges) ICR, receives on
+    /// RXT0 or RXO, reclaims on TXDW. Returns the causes and the frames
+    /// delivered.
+    pub fn handle_interrupt<B: NicBus + ?Sized>(
+        &mut self,
+        bus: &mut B,
+        deliver: impl FnMut(&[u8]),
+    ) -> Result<(u32, u32), MemError> {
+        const RX_CAUSES: u32 = 0x80 | 0x40;
+        const TXDW: u32 = 0x01;
+        let causes = self.acknowledge(bus);
+        let frames = if causes & RX_CAUSES != 0 {
+            self.receive(bus, deliver)?
+        } else {
+            0
+        };
+        if causes & TXDW != 0 {
+            self.reclaim(bus)?;
+        }
+        Ok((causes, frames))
+    }
+
     /// Reads and so acknowledges the interrupt causes (ICR is clear on read).
     pub fn acknowledge<B: NicBus + ?Sized>(&mut self, bus: &mut B) -> u32 {
         bus.read32(reg::ICR)
