@@ -7,187 +7,36 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::iommu::{IommuRig, requester};
+use common::rings::{BSIZE_256, RX_BUFS, RX_RING, RX_STRIDE, SENTINEL, TX_BUFS, TX_RING, eop_rs};
+use common::{IRQ, MEM, Platform, Rig};
 use iovirt_core::{
-    AccessKind, BitmapFrameAllocator, Cost, DmaFault, DmaPort, HostMemory, Hpa, Iova, Irq,
-    MmioDevice, PassthroughDma, PhysMemory, Width,
+    AccessKind, Cost, DmaFault, DmaPort, HostMemory, Hpa, Iova, Irq, MmioDevice, PassthroughDma,
+    PhysMemory, Width,
 };
-use iovirt_iommu::{ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, RequesterId};
 use iovirt_nic::desc::{RxDesc, RxSta, TxCmd, TxDesc, TxSta};
 use iovirt_nic::regs::{self, Cause, Ctrl, Rctl, Tctl};
 use iovirt_nic::{Accept, MAX_FRAME, Nic, NicConfig, NicEnv, NicStats, RxOutcome};
-use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
+use iovirt_paging::{Mapping, PteFlags};
 use proptest::prelude::*;
 use zerocopy::byteorder::little_endian::{U16, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0a];
 const PEER: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0b];
-const IRQ: Irq = Irq(11);
-const MEM: u64 = 1 << 20;
 
-const TX_RING: u64 = 0x1_0000;
-const RX_RING: u64 = 0x2_0000;
-const TX_BUFS: u64 = 0x4_0000;
-const RX_BUFS: u64 = 0x8_0000;
-/// RX buffers are this far apart, so bytes past each one can be watched.
-const RX_STRIDE: u64 = 0x1000;
-/// What unwritten buffer bytes hold.
-const SENTINEL: u8 = 0xee;
-/// RCTL's BSIZE field (bits 17:16) for 256-byte buffers.
-const BSIZE_256: u32 = 3 << 16;
-
-/// A NIC on 1 MiB of memory without an IOMMU, with what it raised and sent.
-struct Rig {
-    mem: HostMemory,
-    nic: Nic,
-    irqs: Vec<Irq>,
-    wire: Vec<Vec<u8>>,
-}
-
+/// What only the hostile-guest tests ask of the shared [`Rig`].
 impl Rig {
-    fn new() -> Rig {
-        Rig {
-            mem: HostMemory::new(MEM).unwrap(),
-            nic: Nic::new(NicConfig { mac: MAC, irq: IRQ }),
-            irqs: Vec::new(),
-            wire: Vec::new(),
-        }
-    }
-
-    fn write(&mut self, reg: u64, value: u32) {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_write(reg, Width::U32, u64::from(value), &mut env);
-    }
-
-    fn read(&mut self, reg: u64) -> u32 {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_read(reg, Width::U32, &mut env) as u32
-    }
-
-    fn receive(&mut self, frame: &[u8]) -> RxOutcome {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.receive(frame, &mut env)
-    }
-
+    /// A copy of the NIC's counters.
     fn stats(&self) -> NicStats {
         *self.nic.stats()
     }
 
-    /// A TX ring of `count` descriptors at [`TX_RING`], head and tail 0.
-    fn tx_ring(&mut self, count: u32, tctl: Tctl) {
-        self.write(regs::TDBAL, TX_RING as u32);
-        self.write(regs::TDBAH, 0);
-        self.write(regs::TDLEN, count * 16);
-        self.write(regs::TDH, 0);
-        self.write(regs::TDT, 0);
-        self.write(regs::TCTL, tctl.bits());
-    }
-
-    /// A TX descriptor in slot `slot` for `len` bytes at `addr`.
-    fn put_tx_desc(&mut self, slot: u64, addr: u64, len: u16, cmd: TxCmd) {
-        let d = TxDesc {
-            addr: U64::new(addr),
-            length: U16::new(len),
-            cmd: cmd.bits(),
-            ..TxDesc::default()
-        };
-        self.mem
-            .write(Hpa::new(TX_RING + 16 * slot), d.as_bytes())
-            .unwrap();
-    }
-
-    /// Puts `data` at `addr` and a descriptor for it in TX slot `slot`.
-    fn put_tx(&mut self, slot: u64, addr: u64, data: &[u8], cmd: TxCmd) {
-        self.mem.write(Hpa::new(addr), data).unwrap();
-        self.put_tx_desc(slot, addr, data.len() as u16, cmd);
-    }
-
-    fn tx_desc(&self, slot: u64) -> TxDesc {
-        let mut raw = [0u8; 16];
-        self.mem
-            .read(Hpa::new(TX_RING + 16 * slot), &mut raw)
-            .unwrap();
-        TxDesc::read_from_bytes(&raw).unwrap()
-    }
-
-    /// An RX ring of `count` descriptors at [`RX_RING`] with buffers
-    /// [`RX_STRIDE`] apart from [`RX_BUFS`], filled with [`SENTINEL`];
-    /// RDH 0, RDT `tail`.
-    fn rx_ring(&mut self, count: u32, tail: u32, rctl: u32) {
-        for i in 0..u64::from(count) {
-            let d = RxDesc {
-                addr: U64::new(RX_BUFS + RX_STRIDE * i),
-                ..RxDesc::default()
-            };
-            self.mem
-                .write(Hpa::new(RX_RING + 16 * i), d.as_bytes())
-                .unwrap();
-            self.mem
-                .write(
-                    Hpa::new(RX_BUFS + RX_STRIDE * i),
-                    &[SENTINEL; RX_STRIDE as usize],
-                )
-                .unwrap();
-        }
-        self.write(regs::RDBAL, RX_RING as u32);
-        self.write(regs::RDBAH, 0);
-        self.write(regs::RDLEN, count * 16);
-        self.write(regs::RDH, 0);
-        self.write(regs::RDT, tail);
-        self.write(regs::RCTL, rctl);
-    }
-
-    fn rx_desc(&self, slot: u64) -> RxDesc {
-        let mut raw = [0u8; 16];
-        self.mem
-            .read(Hpa::new(RX_RING + 16 * slot), &mut raw)
-            .unwrap();
-        RxDesc::read_from_bytes(&raw).unwrap()
-    }
-
     /// The whole stride of RX buffer `slot`.
-    fn rx_buf(&self, slot: u64) -> Vec<u8> {
-        let mut buf = vec![0u8; RX_STRIDE as usize];
-        self.mem
-            .read(Hpa::new(RX_BUFS + RX_STRIDE * slot), &mut buf)
-            .unwrap();
-        buf
+    fn rx_buf_whole(&self, slot: u64) -> Vec<u8> {
+        self.rx_buf(slot, RX_STRIDE as usize)
     }
 }
 
@@ -202,10 +51,6 @@ fn frame(dst: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
     f
 }
 
-fn eop_rs() -> TxCmd {
-    TxCmd::EOP | TxCmd::RS
-}
-
 /// CVE-2012-6075: a guest with long packets off (RCTL.LPE clear) and small
 /// receive buffers is sent a frame larger than one buffer; an emulator
 /// copied the whole frame into the first buffer. Here the frame is split
@@ -214,7 +59,7 @@ fn eop_rs() -> TxCmd {
 /// beyond 1522 bytes; the bytes right after every buffer stay untouched.
 #[test]
 fn cve_2012_6075_large_frame_never_writes_past_rx_buffers() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     // Four free 256-byte descriptors: 1024 bytes for a 1522-byte frame.
     r.rx_ring(8, 4, Rctl::EN.bits() | BSIZE_256);
     let big = frame(MAC, 1522, 1);
@@ -222,7 +67,10 @@ fn cve_2012_6075_large_frame_never_writes_past_rx_buffers() {
     assert_eq!(r.read(regs::RDH), 0);
     for slot in 0..8 {
         assert_eq!(r.rx_desc(slot).status, 0);
-        assert!(r.rx_buf(slot).iter().all(|&b| b == SENTINEL), "slot {slot}");
+        assert!(
+            r.rx_buf_whole(slot).iter().all(|&b| b == SENTINEL),
+            "slot {slot}"
+        );
     }
 
     // Beyond 1522 bytes without LPE: dropped, whatever the descriptors.
@@ -233,7 +81,10 @@ fn cve_2012_6075_large_frame_never_writes_past_rx_buffers() {
     assert_eq!(r.stats().rx_oversize.get(), 3);
     assert_eq!(r.read(regs::RDH), 0);
     for slot in 0..8 {
-        assert!(r.rx_buf(slot).iter().all(|&b| b == SENTINEL), "slot {slot}");
+        assert!(
+            r.rx_buf_whole(slot).iter().all(|&b| b == SENTINEL),
+            "slot {slot}"
+        );
     }
 
     // Seven free: the frame is split over six, each within its buffer.
@@ -244,7 +95,7 @@ fn cve_2012_6075_large_frame_never_writes_past_rx_buffers() {
     for slot in 0..6u64 {
         let want = if slot < 5 { 256 } else { 1522 - 5 * 256 };
         assert_eq!(usize::from(r.rx_desc(slot).length.get()), want);
-        let buf = r.rx_buf(slot);
+        let buf = r.rx_buf_whole(slot);
         let start = 256 * slot as usize;
         assert_eq!(buf[..want], big[start..start + want]);
         assert!(
@@ -252,7 +103,7 @@ fn cve_2012_6075_large_frame_never_writes_past_rx_buffers() {
             "slot {slot}: bytes after the piece untouched"
         );
     }
-    assert!(r.rx_buf(6).iter().all(|&b| b == SENTINEL));
+    assert!(r.rx_buf_whole(6).iter().all(|&b| b == SENTINEL));
 }
 
 /// CVE-2015-6815: an emulator's TX loop computed a chunk size of 0 from a
@@ -261,7 +112,7 @@ fn cve_2012_6075_large_frame_never_writes_past_rx_buffers() {
 /// consumes each one, sends nothing, and TDH reaches TDT.
 #[test]
 fn cve_2015_6815_zero_length_tx_descriptors_terminate() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(8, Tctl::EN | Tctl::PSP);
     let cmds = [
         TxCmd::empty(),
@@ -310,7 +161,7 @@ fn cve_2015_6815_zero_length_tx_descriptors_terminate() {
 /// `ring_errors` counts each refusal.
 #[test]
 fn cve_2016_1981_heads_beyond_a_small_ring_stop_at_once() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(8, Tctl::EN);
     for slot in 0..8 {
         r.put_tx(slot, TX_BUFS, &frame(PEER, 60, 0), eop_rs());
@@ -357,7 +208,7 @@ fn cve_2016_1981_heads_beyond_a_small_ring_stop_at_once() {
 /// of nothing but null buffers ends the frame after one pass.
 #[test]
 fn cve_2020_28916_null_rx_buffers_are_skipped() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.rx_ring(8, 7, Rctl::EN.bits());
     for slot in 0..8u64 {
         r.mem.write_u64(Hpa::new(RX_RING + 16 * slot), 0).unwrap();
@@ -383,7 +234,7 @@ fn cve_2020_28916_null_rx_buffers_are_skipped() {
     }
     assert_eq!(r.rx_desc(7).status, RxSta::DD.bits());
     assert_eq!(r.rx_desc(0).status, (RxSta::DD | RxSta::EOP).bits());
-    assert_eq!(r.rx_buf(0)[..64], f[..]);
+    assert_eq!(r.rx_buf_whole(0)[..64], f[..]);
     assert_eq!(r.read(regs::RDH), 1);
 }
 
@@ -395,7 +246,7 @@ fn cve_2020_28916_null_rx_buffers_are_skipped() {
 /// the NIC's own TDT, is covered by the CVE-2023-3019 test.
 #[test]
 fn cve_2021_20257_tx_chain_beyond_16k_is_dropped() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(16, Tctl::EN);
     let data = vec![0x42u8; 4000];
     for slot in 0..5u64 {
@@ -436,7 +287,7 @@ fn cve_2021_20257_tx_chain_beyond_16k_is_dropped() {
 /// receiving it transmits nothing.
 #[test]
 fn cve_2021_3416_own_frame_looped_back_is_received_once() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(8, Tctl::EN);
     r.rx_ring(8, 7, Rctl::EN.bits());
     let own = frame(MAC, 200, 7);
@@ -458,7 +309,7 @@ fn cve_2021_3416_own_frame_looped_back_is_received_once() {
     assert_eq!(r.stats().rx_frames.get(), 1);
     assert_eq!(r.stats().tx_frames.get(), 1, "receive transmitted nothing");
     assert!(r.wire.is_empty());
-    assert_eq!(r.rx_buf(0)[..200], own[..]);
+    assert_eq!(r.rx_buf_whole(0)[..200], own[..]);
     assert_eq!(r.read(regs::RDH), 1);
     assert_eq!(r.read(regs::TDH), 1);
 }
@@ -475,7 +326,7 @@ fn cve_2021_3416_own_frame_looped_back_is_received_once() {
 #[test]
 fn cve_2023_3019_dma_at_the_nic_s_own_registers_only_reaches_memory() {
     const BAR: u64 = 0xc_0000;
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.rx_ring(8, 7, Rctl::EN.bits());
     r.mem.write_u64(Hpa::new(RX_RING), BAR + regs::TDT).unwrap();
     // The frame lands where TDT would be; it starts 0x52 0x54 0x00 0x00.
@@ -521,7 +372,7 @@ fn cve_2023_3019_dma_at_the_nic_s_own_registers_only_reaches_memory() {
 
 #[test]
 fn ring_lengths_of_zero_or_not_a_multiple_of_128() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(8, Tctl::EN);
     for slot in 0..8 {
         r.put_tx(slot, TX_BUFS, &frame(PEER, 60, 0), eop_rs());
@@ -563,7 +414,7 @@ fn ring_lengths_of_zero_or_not_a_multiple_of_128() {
 
 #[test]
 fn tail_writes_while_disabled_do_nothing_until_enabled() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(8, Tctl::PSP);
     for slot in 0..3 {
         r.put_tx(slot, TX_BUFS, &frame(PEER, 60, slot as u8), eop_rs());
@@ -581,7 +432,7 @@ fn tail_writes_while_disabled_do_nothing_until_enabled() {
     assert_eq!(r.receive(&f), RxOutcome::Disabled);
     assert_eq!(r.stats().rx_disabled.get(), 1);
     assert_eq!(r.read(regs::RDH), 0);
-    assert!(r.rx_buf(0).iter().all(|&b| b == SENTINEL));
+    assert!(r.rx_buf_whole(0).iter().all(|&b| b == SENTINEL));
     assert_eq!(r.read(regs::MPC), 0, "a disabled receiver misses nothing");
     r.write(regs::RCTL, (Rctl::EN | Rctl::BAM).bits());
     assert!(matches!(r.receive(&f), RxOutcome::Stored { .. }));
@@ -592,110 +443,16 @@ fn tail_writes_while_disabled_do_nothing_until_enabled() {
     assert_eq!(r.read(regs::RDH), 1);
 }
 
-/// A NIC behind an IOMMU; `map` says which IOVA pages exist (identity
-/// mapped), none at all for a domain with nothing mapped.
-struct IommuRig {
-    mem: HostMemory,
-    iommu: Iommu,
-    faults: Vec<Irq>,
-    nic: Nic,
-    irqs: Vec<Irq>,
-    wire: Vec<Vec<u8>>,
-}
-
-fn requester() -> RequesterId {
-    RequesterId::new(0, 3, 0).unwrap()
-}
-
 impl IommuRig {
+    /// A NIC behind an IOMMU; `map` says which IOVA pages exist (identity
+    /// mapped), none at all for a domain with nothing mapped.
     fn new(map: &[u64]) -> IommuRig {
-        let mut mem = HostMemory::new(4 * MEM).unwrap();
+        let pages: Vec<_> = map
+            .iter()
+            .map(|&page| Mapping::new(Iova::new(page), Hpa::new(page), 0x1000, PteFlags::RW))
+            .collect();
         // Tables from 2 MiB up, out of the way of the identity-mapped pages.
-        let mut frames = BitmapFrameAllocator::new(Hpa::new(2 * MEM), 256);
-        let mut stage2 = PageTable::<Iova, Hpa>::new(
-            &mut mem,
-            &mut frames,
-            PagingConfig::second_stage(Levels::Four),
-        )
-        .unwrap();
-        for &page in map {
-            let m = Mapping::new(Iova::new(page), Hpa::new(page), 0x1000, PteFlags::RW);
-            stage2.map(&mut mem, &mut frames, m).unwrap();
-        }
-        let mut iommu = Iommu::new(IommuConfig::default()).unwrap();
-        iommu.set_domain(DomainId(1), stage2.root(), Levels::Four);
-        iommu.set_context(
-            requester(),
-            ContextEntry::Translate {
-                domain: DomainId(1),
-                pasid_enabled: false,
-            },
-        );
-        IommuRig {
-            mem,
-            iommu,
-            faults: Vec::new(),
-            nic: Nic::new(NicConfig { mac: MAC, irq: IRQ }),
-            irqs: Vec::new(),
-            wire: Vec::new(),
-        }
-    }
-
-    fn write(&mut self, reg: u64, value: u32) {
-        let IommuRig {
-            mem,
-            iommu,
-            faults,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut port = iommu.port(mem, faults, DmaRequest::new(requester()));
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_write(reg, Width::U32, u64::from(value), &mut env);
-    }
-
-    fn read(&mut self, reg: u64) -> u32 {
-        let IommuRig {
-            mem,
-            iommu,
-            faults,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut port = iommu.port(mem, faults, DmaRequest::new(requester()));
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_read(reg, Width::U32, &mut env) as u32
-    }
-
-    fn receive(&mut self, frame: &[u8]) -> RxOutcome {
-        let IommuRig {
-            mem,
-            iommu,
-            faults,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut port = iommu.port(mem, faults, DmaRequest::new(requester()));
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.receive(frame, &mut env)
+        IommuRig::with_mappings(MAC, Hpa::new(2 * MEM), &pages)
     }
 
     /// Rings at [`TX_RING`] and [`RX_RING`] (8 descriptors each) whose
@@ -779,7 +536,7 @@ fn descriptor_addresses_that_fault_in_the_iommu() {
 
 #[test]
 fn huge_descriptor_lengths() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.tx_ring(8, Tctl::EN);
     // 0xFFFF bytes from near the end of memory: beyond 16 KiB, so dropped
     // before anything is read.
@@ -806,7 +563,7 @@ fn huge_descriptor_lengths() {
 
 #[test]
 fn frames_beyond_16k() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     // BSEX with BSIZE 01: 16 KiB buffers, long packets on.
     let bsex_16k = Rctl::BSEX.bits() | (1 << 16);
     r.rx_ring(8, 7, (Rctl::EN | Rctl::LPE).bits() | bsex_16k);

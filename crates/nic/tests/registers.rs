@@ -6,95 +6,21 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use iovirt_core::{HostMemory, Hpa, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
+mod common;
+
+use common::{IRQ, Platform, Rig};
+use iovirt_core::{Hpa, PhysMemory, Width};
 use iovirt_nic::desc::{TxCmd, TxDesc};
 use iovirt_nic::regs::{self, Cause, Ctrl, RAH_AV, Rctl, Status, Tctl};
-use iovirt_nic::{Accept, Nic, NicConfig, NicEnv, RxOutcome};
+use iovirt_nic::{Accept, Nic, NicConfig, RxOutcome};
 use zerocopy::IntoBytes;
 use zerocopy::byteorder::little_endian::{U16, U64};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
-const IRQ: Irq = Irq(11);
 
-/// A NIC on 1 MiB of memory without an IOMMU, with what it raised and sent.
-struct Rig {
-    mem: HostMemory,
-    nic: Nic,
-    irqs: Vec<Irq>,
-    wire: Vec<Vec<u8>>,
-}
-
+/// What only the register tests ask of the shared [`Rig`].
 impl Rig {
-    fn new() -> Rig {
-        Rig {
-            mem: HostMemory::new(1 << 20).unwrap(),
-            nic: Nic::new(NicConfig { mac: MAC, irq: IRQ }),
-            irqs: Vec::new(),
-            wire: Vec::new(),
-        }
-    }
-
-    fn write_w(&mut self, offset: u64, width: Width, value: u64) {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_write(offset, width, value, &mut env);
-    }
-
-    fn read_w(&mut self, offset: u64, width: Width) -> u64 {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_read(offset, width, &mut env)
-    }
-
-    fn write(&mut self, reg: u64, value: u32) {
-        self.write_w(reg, Width::U32, u64::from(value));
-    }
-
-    fn read(&mut self, reg: u64) -> u32 {
-        let v = self.read_w(reg, Width::U32);
-        assert!(v <= u64::from(u32::MAX), "a 32-bit read returned {v:#x}");
-        v as u32
-    }
-
-    fn receive(&mut self, frame: &[u8]) -> RxOutcome {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.receive(frame, &mut env)
-    }
-
+    /// How many accesses the NIC counted as to unknown registers.
     fn unknown(&self) -> u64 {
         self.nic.stats().unknown_register_accesses.get()
     }
@@ -128,7 +54,7 @@ fn mac_high(mac: [u8; 6]) -> u32 {
 
 #[test]
 fn ctrl_rst_self_clears_and_resets_registers_but_keeps_the_mac() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write(regs::CTRL, Ctrl::SLU.bits());
     assert_eq!(r.read(regs::CTRL), Ctrl::SLU.bits());
     // Scribble over everything a reset restores.
@@ -188,7 +114,7 @@ fn ctrl_rst_self_clears_and_resets_registers_but_keeps_the_mac() {
 
 #[test]
 fn status_reads_link_up_full_duplex_1000() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     let status = r.read(regs::STATUS);
     assert_ne!(status & Status::LU.bits(), 0, "link up");
     assert_ne!(status & Status::FD.bits(), 0, "full duplex");
@@ -201,7 +127,7 @@ fn status_reads_link_up_full_duplex_1000() {
 
 #[test]
 fn eerd_reads_the_mac_and_a_checksum_word() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     assert_eq!(r.eeprom(0), u16::from_le_bytes([MAC[0], MAC[1]]));
     assert_eq!(r.eeprom(1), u16::from_le_bytes([MAC[2], MAC[3]]));
     assert_eq!(r.eeprom(2), u16::from_le_bytes([MAC[4], MAC[5]]));
@@ -221,7 +147,7 @@ fn eerd_checksum_holds_for_other_macs() {
         [0x02, 0, 0, 0, 0, 1],
         [0xba, 0xba, 0, 0, 0, 0],
     ] {
-        let mut r = Rig::new();
+        let mut r = Rig::new(MAC);
         r.nic = Nic::new(NicConfig { mac, irq: IRQ });
         let sum = (0..=0x3f_u8).fold(0u16, |s, a| s.wrapping_add(r.eeprom(a)));
         assert_eq!(sum, 0xbaba, "mac {mac:02x?}");
@@ -230,7 +156,7 @@ fn eerd_checksum_holds_for_other_macs() {
 
 #[test]
 fn icr_clears_on_read() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write(regs::ICS, (Cause::TXDW | Cause::RXT0).bits());
     assert_eq!(r.read(regs::ICR), (Cause::TXDW | Cause::RXT0).bits());
     assert_eq!(r.read(regs::ICR), 0);
@@ -238,7 +164,7 @@ fn icr_clears_on_read() {
 
 #[test]
 fn icr_write_one_clears_only_those_causes() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write(regs::ICS, (Cause::TXDW | Cause::RXO | Cause::LSC).bits());
     r.write(regs::ICR, Cause::TXDW.bits());
     r.write(regs::ICR, 0);
@@ -247,7 +173,7 @@ fn icr_write_one_clears_only_those_causes() {
 
 #[test]
 fn ics_sets_causes_and_raises_only_when_unmasked() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write(regs::ICS, Cause::TXDW.bits());
     assert!(r.irqs.is_empty(), "masked: no interrupt");
     assert_eq!(
@@ -266,7 +192,7 @@ fn ics_sets_causes_and_raises_only_when_unmasked() {
 
 #[test]
 fn ims_enabling_a_pending_cause_raises_it() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write(regs::ICS, Cause::RXO.bits());
     assert!(r.irqs.is_empty());
     r.write(regs::IMS, Cause::TXDW.bits());
@@ -278,7 +204,7 @@ fn ims_enabling_a_pending_cause_raises_it() {
 
 #[test]
 fn imc_masks() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     let all = (Cause::TXDW | Cause::TXQE | Cause::RXO | Cause::RXT0).bits();
     r.write(regs::IMS, all);
     r.write(regs::IMC, Cause::TXDW.bits());
@@ -296,7 +222,7 @@ fn imc_masks() {
 
 #[test]
 fn one_interrupt_per_deasserted_to_asserted_transition() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write(regs::IMS, (Cause::TXDW | Cause::RXT0).bits());
     r.write(regs::ICS, Cause::TXDW.bits());
     assert_eq!(r.irqs.len(), 1);
@@ -317,7 +243,7 @@ fn one_interrupt_per_deasserted_to_asserted_transition() {
 
 #[test]
 fn ral_rah_and_mta_read_back() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     let other = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
     r.write(ral(15), mac_low(other));
     r.write(rah(15), mac_high(other) | RAH_AV);
@@ -384,7 +310,7 @@ fn traffic(r: &mut Rig) {
 
 #[test]
 fn statistics_registers_count_and_clear_on_read() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     traffic(&mut r);
     assert_eq!(r.read(regs::MPC), 1);
     assert_eq!(r.read(regs::GPRC), 2);
@@ -417,7 +343,7 @@ fn statistics_registers_count_and_clear_on_read() {
 
 #[test]
 fn unknown_offsets_read_zero_and_are_counted() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     // CTRL_EXT, a PHY register, wake-up control, the end of the BAR, past it.
     let unknown = [0x0018u64, 0x0020, 0x5800, 0x1_fffc, 0x2_0000, 0xffff_fff0];
     for (n, off) in unknown.into_iter().enumerate() {
@@ -440,7 +366,7 @@ fn unknown_offsets_read_zero_and_are_counted() {
 
 #[test]
 fn non_dword_and_misaligned_writes_are_ignored_and_counted() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     r.write_w(regs::IMS, Width::U16, 0xff);
     r.write_w(regs::IMS, Width::U8, 0xff);
     r.write_w(regs::RDBAL, Width::U64, 0x1234_5678_9abc_def0);
@@ -467,7 +393,7 @@ fn non_dword_and_misaligned_writes_are_ignored_and_counted() {
 
 #[test]
 fn narrow_aligned_reads_return_the_right_bytes() {
-    let mut r = Rig::new();
+    let mut r = Rig::new(MAC);
     for (i, b) in MAC[..4].iter().enumerate() {
         assert_eq!(r.read_w(regs::RAL0 + i as u64, Width::U8), u64::from(*b));
     }

@@ -7,178 +7,21 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use iovirt_core::{
-    BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq, MmioDevice, PassthroughDma, PhysMemory, Width,
-};
-use iovirt_iommu::{ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, RequesterId};
+mod common;
+
+use common::iommu::IommuRig;
+use common::rings::{BSIZE_256, SENTINEL, TX_BUFS, TX_RING, eop_rs};
+use common::{IRQ, Platform, Rig};
+use iovirt_core::{Hpa, Iova, PhysMemory};
 use iovirt_nic::desc::{RxDesc, RxSta, TxCmd, TxDesc, TxSta};
 use iovirt_nic::regs::{self, Cause, RAH_AV, Rctl, Tctl};
-use iovirt_nic::{Accept, Nic, NicConfig, NicEnv, RxOutcome};
-use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
+use iovirt_nic::{Accept, RxOutcome};
+use iovirt_paging::{Mapping, PteFlags};
 use zerocopy::byteorder::little_endian::{U16, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 const MAC_A: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0a];
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0b];
-const IRQ: Irq = Irq(11);
-
-/// Where the rings and buffers live in each NIC's memory.
-const TX_RING: u64 = 0x1_0000;
-const RX_RING: u64 = 0x2_0000;
-const TX_BUFS: u64 = 0x4_0000;
-const RX_BUFS: u64 = 0x8_0000;
-/// RX buffers are this far apart, so bytes past each one can be watched.
-const RX_STRIDE: u64 = 0x1000;
-/// What unwritten buffer bytes hold.
-const SENTINEL: u8 = 0xee;
-
-/// RCTL's BSIZE field (bits 17:16) for 256-byte buffers.
-const BSIZE_256: u32 = 3 << 16;
-
-/// A NIC on 1 MiB of memory without an IOMMU, with what it raised and sent.
-struct Rig {
-    mem: HostMemory,
-    nic: Nic,
-    irqs: Vec<Irq>,
-    wire: Vec<Vec<u8>>,
-}
-
-impl Rig {
-    fn new(mac: [u8; 6]) -> Rig {
-        Rig {
-            mem: HostMemory::new(1 << 20).unwrap(),
-            nic: Nic::new(NicConfig { mac, irq: IRQ }),
-            irqs: Vec::new(),
-            wire: Vec::new(),
-        }
-    }
-
-    fn write(&mut self, reg: u64, value: u32) {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_write(reg, Width::U32, u64::from(value), &mut env);
-    }
-
-    fn read(&mut self, reg: u64) -> u32 {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_read(reg, Width::U32, &mut env) as u32
-    }
-
-    fn receive(&mut self, frame: &[u8]) -> RxOutcome {
-        let Rig {
-            mem,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut dma = PassthroughDma::new(mem);
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut dma,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.receive(frame, &mut env)
-    }
-
-    /// A TX ring of `count` descriptors at [`TX_RING`], head and tail 0.
-    fn tx_ring(&mut self, count: u32, tctl: Tctl) {
-        self.write(regs::TDBAL, TX_RING as u32);
-        self.write(regs::TDBAH, 0);
-        self.write(regs::TDLEN, count * 16);
-        self.write(regs::TDH, 0);
-        self.write(regs::TDT, 0);
-        self.write(regs::TCTL, tctl.bits());
-    }
-
-    /// Puts `data` at `addr` and a descriptor for it in TX slot `slot`.
-    fn put_tx(&mut self, slot: u64, addr: u64, data: &[u8], cmd: TxCmd) {
-        self.mem.write(Hpa::new(addr), data).unwrap();
-        let d = TxDesc {
-            addr: U64::new(addr),
-            length: U16::new(data.len() as u16),
-            cmd: cmd.bits(),
-            ..TxDesc::default()
-        };
-        self.mem
-            .write(Hpa::new(TX_RING + 16 * slot), d.as_bytes())
-            .unwrap();
-    }
-
-    fn tx_desc(&self, slot: u64) -> TxDesc {
-        let mut raw = [0u8; 16];
-        self.mem
-            .read(Hpa::new(TX_RING + 16 * slot), &mut raw)
-            .unwrap();
-        TxDesc::read_from_bytes(&raw).unwrap()
-    }
-
-    /// An RX ring of `count` descriptors at [`RX_RING`] with buffers
-    /// [`RX_STRIDE`] apart from [`RX_BUFS`], filled with [`SENTINEL`];
-    /// every descriptor but one given to the NIC.
-    fn rx_ring(&mut self, count: u32, rctl: u32) {
-        for i in 0..u64::from(count) {
-            let d = RxDesc {
-                addr: U64::new(RX_BUFS + RX_STRIDE * i),
-                ..RxDesc::default()
-            };
-            self.mem
-                .write(Hpa::new(RX_RING + 16 * i), d.as_bytes())
-                .unwrap();
-            self.mem
-                .write(
-                    Hpa::new(RX_BUFS + RX_STRIDE * i),
-                    &[SENTINEL; RX_STRIDE as usize],
-                )
-                .unwrap();
-        }
-        self.write(regs::RDBAL, RX_RING as u32);
-        self.write(regs::RDBAH, 0);
-        self.write(regs::RDLEN, count * 16);
-        self.write(regs::RDH, 0);
-        self.write(regs::RDT, count - 1);
-        self.write(regs::RCTL, rctl);
-    }
-
-    fn rx_desc(&self, slot: u64) -> RxDesc {
-        let mut raw = [0u8; 16];
-        self.mem
-            .read(Hpa::new(RX_RING + 16 * slot), &mut raw)
-            .unwrap();
-        RxDesc::read_from_bytes(&raw).unwrap()
-    }
-
-    fn rx_buf(&self, slot: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        self.mem
-            .read(Hpa::new(RX_BUFS + RX_STRIDE * slot), &mut buf)
-            .unwrap();
-        buf
-    }
-}
 
 /// A frame to `dst` from `src` of `len` bytes, its payload a pattern
 /// seeded by `seed`.
@@ -190,10 +33,6 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
     f[6..12].copy_from_slice(&src);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     f
-}
-
-fn eop_rs() -> TxCmd {
-    TxCmd::EOP | TxCmd::RS
 }
 
 fn stored(outcome: RxOutcome) -> (Accept, u32) {
@@ -211,7 +50,7 @@ fn two_nics_back_to_back_deliver_byte_exact_frames() {
     let mut a = Rig::new(MAC_A);
     let mut b = Rig::new(MAC_B);
     a.tx_ring(16, Tctl::EN | Tctl::PSP);
-    b.rx_ring(16, (Rctl::EN | Rctl::BAM).bits());
+    b.rx_ring(16, 15, (Rctl::EN | Rctl::BAM).bits());
 
     let small = frame(MAC_B, MAC_A, 60, 1);
     let full = frame(MAC_B, MAC_A, 1514, 2);
@@ -302,7 +141,7 @@ fn tx_ring_wraps() {
 #[test]
 fn rx_scatters_a_large_frame_over_descriptors() {
     let mut r = Rig::new(MAC_B);
-    r.rx_ring(8, Rctl::EN.bits() | BSIZE_256);
+    r.rx_ring(8, 7, Rctl::EN.bits() | BSIZE_256);
     r.write(regs::IMS, Cause::RXT0.bits());
     let f = frame(MAC_B, MAC_A, 1500, 5);
     assert_eq!(stored(r.receive(&f)), (Accept::Exact, 6));
@@ -333,7 +172,7 @@ fn rx_scatters_a_large_frame_over_descriptors() {
 #[test]
 fn rx_ring_wraps() {
     let mut r = Rig::new(MAC_B);
-    r.rx_ring(8, Rctl::EN.bits() | BSIZE_256);
+    r.rx_ring(8, 7, Rctl::EN.bits() | BSIZE_256);
     r.write(regs::RDH, 6);
     r.write(regs::RDT, 3);
     let f = frame(MAC_B, MAC_A, 700, 8);
@@ -399,7 +238,7 @@ fn txqe_only_when_the_queue_drains() {
 #[test]
 fn rdh_equal_to_rdt_drops_with_mpc_and_rxo() {
     let mut r = Rig::new(MAC_B);
-    r.rx_ring(8, Rctl::EN.bits());
+    r.rx_ring(8, 7, Rctl::EN.bits());
     r.write(regs::IMS, (Cause::RXO | Cause::RXT0).bits());
     r.write(regs::RDT, 0);
     let f = frame(MAC_B, MAC_A, 64, 0);
@@ -424,7 +263,7 @@ fn rdh_equal_to_rdt_drops_with_mpc_and_rxo() {
 #[test]
 fn rx_needs_enough_descriptors_for_the_whole_frame() {
     let mut r = Rig::new(MAC_B);
-    r.rx_ring(8, Rctl::EN.bits() | BSIZE_256);
+    r.rx_ring(8, 7, Rctl::EN.bits() | BSIZE_256);
     r.write(regs::RDT, 3);
     let f = frame(MAC_B, MAC_A, 1000, 0);
     assert_eq!(r.receive(&f), RxOutcome::NoDescriptor, "4 needed, 3 free");
@@ -448,7 +287,7 @@ fn mta_hash_mo3(dst: [u8; 6]) -> u32 {
 #[test]
 fn receive_filter_cases() {
     let mut r = Rig::new(MAC_B);
-    r.rx_ring(32, Rctl::EN.bits());
+    r.rx_ring(32, 31, Rctl::EN.bits());
     let send = |r: &mut Rig, dst: [u8; 6]| r.receive(&frame(dst, MAC_A, 64, 0));
     let stranger = [0x02, 0x99, 0x88, 0x77, 0x66, 0x55];
     let group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
@@ -581,23 +420,9 @@ fn nop_command_sends_nothing_and_writes_dd_with_rs() {
     assert_eq!(r.nic.stats().nop_commands.get(), 4);
 }
 
-/// A NIC behind the IOMMU: IOVA [`IOVA_BASE`].. maps to HPA [`HPA_BASE`]..
-struct IommuRig {
-    mem: HostMemory,
-    iommu: Iommu,
-    faults: Vec<Irq>,
-    nic: Nic,
-    irqs: Vec<Irq>,
-    wire: Vec<Vec<u8>>,
-}
-
 const IOVA_BASE: u64 = 0x4000_0000;
 const HPA_BASE: u64 = 0x20_0000;
 const WINDOW: u64 = 0x4_0000;
-
-fn requester() -> RequesterId {
-    RequesterId::new(0, 3, 0).unwrap()
-}
 
 fn hpa(iova: u64) -> Hpa {
     assert!((IOVA_BASE..IOVA_BASE + WINDOW).contains(&iova));
@@ -605,85 +430,15 @@ fn hpa(iova: u64) -> Hpa {
 }
 
 impl IommuRig {
+    /// A NIC behind the IOMMU: IOVA [`IOVA_BASE`].. maps to HPA [`HPA_BASE`]..
     fn new() -> IommuRig {
-        let mut mem = HostMemory::new(4 << 20).unwrap();
-        let mut frames = BitmapFrameAllocator::new(Hpa::new(0), 256);
-        let mut stage2 = PageTable::<Iova, Hpa>::new(
-            &mut mem,
-            &mut frames,
-            PagingConfig::second_stage(Levels::Four),
-        )
-        .unwrap();
-        stage2
-            .map(
-                &mut mem,
-                &mut frames,
-                Mapping::new(
-                    Iova::new(IOVA_BASE),
-                    Hpa::new(HPA_BASE),
-                    WINDOW,
-                    PteFlags::RW,
-                ),
-            )
-            .unwrap();
-        let mut iommu = Iommu::new(IommuConfig::default()).unwrap();
-        iommu.set_domain(DomainId(1), stage2.root(), Levels::Four);
-        iommu.set_context(
-            requester(),
-            ContextEntry::Translate {
-                domain: DomainId(1),
-                pasid_enabled: false,
-            },
+        let window = Mapping::new(
+            Iova::new(IOVA_BASE),
+            Hpa::new(HPA_BASE),
+            WINDOW,
+            PteFlags::RW,
         );
-        IommuRig {
-            mem,
-            iommu,
-            faults: Vec::new(),
-            nic: Nic::new(NicConfig {
-                mac: MAC_A,
-                irq: IRQ,
-            }),
-            irqs: Vec::new(),
-            wire: Vec::new(),
-        }
-    }
-
-    fn write(&mut self, reg: u64, value: u32) {
-        let IommuRig {
-            mem,
-            iommu,
-            faults,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut port = iommu.port(mem, faults, DmaRequest::new(requester()));
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.mmio_write(reg, Width::U32, u64::from(value), &mut env);
-    }
-
-    fn receive(&mut self, frame: &[u8]) -> RxOutcome {
-        let IommuRig {
-            mem,
-            iommu,
-            faults,
-            nic,
-            irqs,
-            wire,
-        } = self;
-        let mut port = iommu.port(mem, faults, DmaRequest::new(requester()));
-        let mut net = |f: &[u8]| wire.push(f.to_vec());
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: irqs,
-            net: &mut net,
-        };
-        nic.receive(frame, &mut env)
+        IommuRig::with_mappings(MAC_A, Hpa::new(0), &[window])
     }
 
     fn put(&mut self, iova: u64, data: &[u8]) {
