@@ -147,14 +147,6 @@ pub enum TxError {
     Memory(#[from] MemError),
 }
 
-/// What a TX slot holds, for reclaiming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Free,
-    Frame,
-    Nop,
-}
-
 /// A running e1000 driver.
 #[derive(Debug, Clone)]
 pub struct E1000Driver {
@@ -165,7 +157,6 @@ pub struct E1000Driver {
     rx_buffers: Vec<Gpa>,
     /// One copy buffer per TX descriptor, fixed in it (seed 000).
     tx_buffers: Vec<Gpa>,
-    tx_slots: Vec<Slot>,
     /// Application transmit buffers not handed out (FIG. 9's allocator).
     app_free: Vec<Gpa>,
     /// Every application buffer, to refuse freeing anything else.
@@ -271,7 +262,6 @@ impl E1000Driver {
         bus.write32(reg::RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC);
         bus.write32(reg::TCTL, TCTL_EN | TCTL_PSP);
         bus.write32(reg::IMS, IMS_DEFAULT);
-        let tx_slots = vec![Slot::Free; usize::from(config.tx_descriptors)];
         Ok(E1000Driver {
             config,
             mac,
@@ -279,7 +269,6 @@ impl E1000Driver {
             tx_ring,
             rx_buffers,
             tx_buffers,
-            tx_slots,
             app_free: app_all.iter().rev().copied().collect(),
             app_all,
             rx_next: 0,
@@ -345,9 +334,6 @@ impl E1000Driver {
             self.stats.tx_ring_full.inc();
             return Err(TxError::RingFull);
         }
-        if let Some(slot) = self.tx_slots.get_mut(usize::from(self.tx_tail)) {
-            *slot = Slot::Frame;
-        }
         self.post_tx(bus, buffer.raw(), len, 0, TX_EOP | TX_IFCS | TX_RS)?;
         bus.write32(reg::TDT, u32::from(self.tx_tail));
         self.stats.tx_frames.inc();
@@ -394,9 +380,6 @@ impl E1000Driver {
             PhysMemory::read(bus, sta, &mut b)?;
             if b[0] & STA_DD == 0 {
                 break;
-            }
-            if let Some(slot) = self.tx_slots.get_mut(usize::from(self.tx_clean)) {
-                *slot = Slot::Free;
             }
             self.tx_clean = (self.tx_clean + 1) % self.tx_count();
             done += 1;
@@ -446,9 +429,6 @@ impl E1000Driver {
             return Err(TxError::RingFull);
         };
         PhysMemory::write(bus, buf, frame)?;
-        if let Some(slot) = self.tx_slots.get_mut(i) {
-            *slot = Slot::Frame;
-        }
         self.post_tx(
             bus,
             buf.raw(),
@@ -524,9 +504,6 @@ impl E1000Driver {
             .get(usize::from(next))
             .map_or(0, |b| b.raw());
         for addr in [desc, buffer] {
-            if let Some(slot) = self.tx_slots.get_mut(usize::from(self.tx_tail)) {
-                *slot = Slot::Nop;
-            }
             self.post_tx(bus, addr, 0, TX_NOP_TYPE, TX_DEXT | TX_RS)?;
             self.stats.nop_prefetches.inc();
         }
