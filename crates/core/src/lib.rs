@@ -85,7 +85,7 @@ pub use net::NetworkPort;
 pub use page::{Access, AccessKind, FRAME_SIZE, PageSize, Perms, Privilege};
 pub use stats::{Counter, Stats};
 pub use time::{SimDuration, SimTime};
-pub use timer::{TimerToken, Timers};
+pub use timer::{TimerQueue, TimerToken, Timers};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use {
