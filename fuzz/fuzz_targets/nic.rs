@@ -305,7 +305,9 @@ fuzz_target!(|input: Input| {
                 assert!(f.len() <= MAX_FRAME, "sent a frame of {} bytes", f.len());
                 sent += 1;
             };
+            let mut timers = iovirt_core::TimerQueue::new();
             let mut env = NicEnv {
+                timers: &mut timers,
                 dma: &mut dma,
                 irq: &mut irqs,
                 net: &mut net,

@@ -4,7 +4,7 @@
 
 use iovirt_core::{
     BitmapFrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq, MemError, MmioDevice,
-    PhysMemory, RegisterAccess, Width, check_range,
+    PhysMemory, RegisterAccess, TimerQueue, Width, check_range,
 };
 use iovirt_iommu::{
     ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig, RequesterId,
@@ -68,7 +68,7 @@ impl InterruptSink for IrqCount {
 
 /// The environment a guest's NIC runs in for one call.
 pub type GuestEnv<'a> =
-    NicEnv<'a, IommuPort<'a, HostMemory, IrqCount>, IrqCount, dyn FnMut(&[u8]) + 'a>;
+    NicEnv<'a, IommuPort<'a, HostMemory, IrqCount>, IrqCount, dyn FnMut(&[u8]) + 'a, TimerQueue>;
 
 /// One VM's view of the platform: its NIC's registers and its own memory.
 pub struct Guest<'h> {
@@ -79,6 +79,7 @@ pub struct Guest<'h> {
     /// Host address of guest-physical 0.
     base: u64,
     wire: &'h mut Wire,
+    timers: &'h mut TimerQueue,
 }
 
 impl Guest<'_> {
@@ -91,12 +92,14 @@ impl Guest<'_> {
             nic,
             req,
             wire,
+            timers,
             ..
         } = self;
         let (mut iommu_irqs, mut nic_irqs) = (IrqCount::default(), IrqCount::default());
         let mut net = |frame: &[u8]| wire.push(frame);
         let mut port = iommu.port(&mut **mem, &mut iommu_irqs, *req);
         let mut env = NicEnv {
+            timers: &mut **timers,
             dma: &mut port,
             irq: &mut nic_irqs,
             net: &mut net as &mut dyn FnMut(&[u8]),
@@ -145,6 +148,8 @@ pub struct TwoGuests {
     pub nics: [Nic; 2],
     /// Frames each NIC transmitted, not yet delivered.
     pub wires: [Wire; 2],
+    /// Each NIC's timers (interrupt moderation; off by default).
+    pub timers: [TimerQueue; 2],
 }
 
 /// The requester id of VM `v`'s NIC.
@@ -200,6 +205,7 @@ impl TwoGuests {
             stage2,
             nics: [nic(1), nic(2)],
             wires: [Wire::default(), Wire::default()],
+            timers: [TimerQueue::new(), TimerQueue::new()],
         }
     }
 
@@ -207,7 +213,8 @@ impl TwoGuests {
     pub fn guest(&mut self, v: usize) -> Guest<'_> {
         let [a, b] = &mut self.nics;
         let [wa, wb] = &mut self.wires;
-        let (nic, wire) = if v == 0 { (a, wa) } else { (b, wb) };
+        let [ta, tb] = &mut self.timers;
+        let (nic, wire, timers) = if v == 0 { (a, wa, ta) } else { (b, wb, tb) };
         Guest {
             mem: &mut self.mem,
             iommu: &mut self.iommu,
@@ -215,6 +222,7 @@ impl TwoGuests {
             req: DmaRequest::new(requester(v)),
             base: GUEST * (v as u64 + 1),
             wire,
+            timers,
         }
     }
 

@@ -49,10 +49,14 @@
 //! stays on it); a TX buffer that faults drops its frame; an RX buffer or
 //! write-back that faults stops the frame. Each is counted. Nothing panics.
 //!
+//! - **Interrupt moderation**: RDTR/RADV delay RXT0, TIDV/TADV delay TXDW
+//!   of descriptors with IDE, RDTR.FPD flushes, and ITR spaces interrupts;
+//!   the NIC arms the platform's [`iovirt_core::Timers`] and the platform
+//!   calls [`Nic::on_timer`].
+//!
 //! ## Not modelled (yet)
 //!
-//! Interrupt moderation timers (ITR, RDTR/RADV, TIDV/TADV are stored, not
-//! run), extended descriptors and offloads (TSO, checksums, VLAN insertion),
+//! Extended descriptors and offloads (TSO, checksums, VLAN insertion),
 //! the RXDMT0 threshold, flow control, the PHY, and the FCS (frames are
 //! exchanged without it).
 //!
@@ -65,6 +69,7 @@
 
 pub mod desc;
 pub mod filter;
+mod moderation;
 mod nic;
 mod prefetch;
 pub mod regs;
@@ -72,6 +77,9 @@ mod rx;
 mod tx;
 
 pub use filter::{Accept, ReceiveFilter};
+pub use moderation::{
+    ITR_TIMER, RX_ABSOLUTE_TIMER, RX_PACKET_TIMER, TX_ABSOLUTE_TIMER, TX_PACKET_TIMER,
+};
 pub use nic::{MAX_FRAME, MAX_STANDARD_FRAME, Nic, NicConfig, NicEnv, NicStats};
 pub use prefetch::{BufferTouch, Prefetchers};
 pub use rx::RxOutcome;

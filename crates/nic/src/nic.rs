@@ -1,7 +1,9 @@
 //! The device: register file, interrupts, EEPROM, statistics registers,
 //! and the MMIO entry points. The rings are in `tx.rs` and `rx.rs`.
 
-use iovirt_core::{Counter, DmaPort, InterruptSink, Irq, MmioDevice, NetworkPort, Stats, Width};
+use iovirt_core::{
+    Counter, DmaPort, InterruptSink, Irq, MmioDevice, NetworkPort, SimTime, Stats, Timers, Width,
+};
 use serde::Serialize;
 
 use crate::filter::ReceiveFilter;
@@ -13,15 +15,19 @@ pub const MAX_FRAME: usize = 16 * 1024;
 /// Largest frame without long-packet enable: 1518 bytes plus a VLAN tag.
 pub const MAX_STANDARD_FRAME: usize = 1522;
 
-/// What a device is given on each call: its DMA port, its interrupt sink
-/// and its network port (context passing: the device stores none of them).
-pub struct NicEnv<'a, D: ?Sized, I: ?Sized, N: ?Sized> {
+/// What a device is given on each call: its DMA port, its interrupt sink,
+/// its network port and its timers (context passing: the device stores
+/// none of them). The platform calls [`Nic::on_timer`] when a timer the NIC
+/// armed expires.
+pub struct NicEnv<'a, D: ?Sized, I: ?Sized, N: ?Sized, T: ?Sized> {
     /// Memory as the device sees it.
     pub dma: &'a mut D,
     /// Where the device's interrupt goes.
     pub irq: &'a mut I,
     /// Where transmitted frames go.
     pub net: &'a mut N,
+    /// The clock and the interrupt-moderation timers.
+    pub timers: &'a mut T,
 }
 
 /// Fixed properties of one NIC.
@@ -72,6 +78,10 @@ pub struct NicStats {
     pub interrupts: Counter,
     /// Accesses to registers this model does not implement.
     pub unknown_register_accesses: Counter,
+    /// Interrupts held back by the ITR throttle (sent when it allows).
+    pub interrupts_throttled: Counter,
+    /// Interrupt causes delayed by RDTR/RADV or TIDV/TADV.
+    pub interrupts_delayed: Counter,
     /// IOTLB hits of the DMAs that handle frames (the critical path).
     pub critical_iotlb_hits: Counter,
     /// IOTLB misses of the DMAs that handle frames: what seed 000's
@@ -140,7 +150,7 @@ impl Ring {
 /// An e1000-style NIC.
 ///
 /// ```
-/// use iovirt_core::{DmaPort, HostMemory, Hpa, Iova, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
+/// use iovirt_core::{DmaPort, HostMemory, Hpa, Iova, Irq, MmioDevice, PassthroughDma, PhysMemory, TimerQueue, Width};
 /// use iovirt_nic::{regs, Nic, NicConfig, NicEnv};
 ///
 /// let mut mem = HostMemory::new(1 << 20)?;
@@ -152,7 +162,8 @@ impl Ring {
 /// mem.write_u64(Hpa::new(0x1000), 0x2000)?;
 /// mem.write_u32(Hpa::new(0x1008), 60 | (0x09 << 24))?; // length 60, EOP | RS
 /// let mut dma = PassthroughDma::new(&mut mem);
-/// let mut env = NicEnv { dma: &mut dma, irq: &mut irqs, net: &mut net };
+/// let mut timers = TimerQueue::new();
+/// let mut env = NicEnv { dma: &mut dma, irq: &mut irqs, net: &mut net, timers: &mut timers };
 /// for (reg, value) in [(regs::TDBAL, 0x1000), (regs::TDLEN, 128), (regs::TCTL, 2), (regs::IMS, 1), (regs::TDT, 1)] {
 ///     nic.mmio_write(reg, Width::U32, value, &mut env);
 /// }
@@ -185,6 +196,8 @@ pub struct Nic {
     pub(crate) tx_discard: bool,
     /// Seed 000's device-side prefetchers.
     pub(crate) prefetchers: crate::prefetch::Prefetchers,
+    /// Interrupt moderation state (ITR, RDTR/RADV, TIDV/TADV).
+    pub(crate) moderation: crate::moderation::Moderation,
 }
 
 impl Nic {
@@ -235,6 +248,7 @@ impl Nic {
             tx_frame,
             tx_discard: false,
             prefetchers,
+            moderation: crate::moderation::Moderation::default(),
         }
     }
 
@@ -299,19 +313,62 @@ impl Nic {
             .add(u64::from(cost.table_reads));
     }
 
-    /// Sets interrupt causes; raises the interrupt when an unmasked cause
-    /// becomes pending (the line goes from deasserted to asserted).
-    pub(crate) fn set_causes<I: InterruptSink + ?Sized>(&mut self, causes: Cause, irq: &mut I) {
+    /// Sets interrupt causes; asserts the interrupt when an unmasked cause
+    /// becomes pending, subject to the ITR throttle.
+    pub(crate) fn set_causes<D, I, N, T>(&mut self, causes: Cause, env: &mut NicEnv<'_, D, I, N, T>)
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
         let before = self.icr & self.ims;
         self.icr |= causes.bits();
-        self.update_line(before, irq);
+        self.update_line(before, env);
     }
 
-    fn update_line<I: InterruptSink + ?Sized>(&mut self, before: u32, irq: &mut I) {
+    /// Asserts the interrupt on a deasserted-to-asserted transition.
+    pub(crate) fn update_line<D, I, N, T>(&mut self, before: u32, env: &mut NicEnv<'_, D, I, N, T>)
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
         if before == 0 && self.icr & self.ims != 0 {
-            self.stats.interrupts.inc();
-            irq.raise(self.config.irq);
+            self.assert_interrupt(env);
         }
+    }
+
+    /// Sends the interrupt now, unless ITR's minimum interval since the last
+    /// one has not passed: then once it has.
+    pub(crate) fn assert_interrupt<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>)
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
+        let now = env.timers.now();
+        match self.moderation.throttle_wait(self.itr, now) {
+            None => {
+                self.moderation.last_interrupt = Some(now);
+                self.stats.interrupts.inc();
+                env.irq.raise(self.config.irq);
+            }
+            Some(wait) => {
+                if !self.moderation.throttled {
+                    self.moderation.throttled = true;
+                    self.stats.interrupts_throttled.inc();
+                    env.timers.schedule(wait, crate::moderation::ITR_TIMER);
+                }
+            }
+        }
+    }
+
+    /// When the last interrupt was sent.
+    pub fn last_interrupt(&self) -> Option<SimTime> {
+        self.moderation.last_interrupt
     }
 
     fn read_reg(&mut self, offset: u64) -> u32 {
@@ -371,11 +428,12 @@ impl Nic {
         0
     }
 
-    fn write_reg<D, I, N>(&mut self, offset: u64, value: u32, env: &mut NicEnv<'_, D, I, N>)
+    fn write_reg<D, I, N, T>(&mut self, offset: u64, value: u32, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         match offset {
             CTRL => {
@@ -397,11 +455,11 @@ impl Nic {
                 // Writing 1s clears those causes.
                 self.icr &= !value;
             }
-            ICS => self.set_causes(Cause::from_bits_retain(value), env.irq),
+            ICS => self.set_causes(Cause::from_bits_retain(value), env),
             IMS => {
                 let before = self.icr & self.ims;
                 self.ims |= value;
-                self.update_line(before, env.irq);
+                self.update_line(before, env);
             }
             IMC => self.ims &= !value,
             ITR => self.itr = value & 0xffff,
@@ -423,7 +481,13 @@ impl Nic {
                 self.tx.tail = value & 0xffff;
                 self.run_tx(env);
             }
-            RDTR => self.delays[0] = value & 0xffff,
+            RDTR => {
+                self.delays[0] = value & 0xffff;
+                // FPD: flush the pending receive interrupt now.
+                if value & (1 << 31) != 0 {
+                    self.rx_delay_expired(env);
+                }
+            }
             RADV => self.delays[1] = value & 0xffff,
             TIDV => self.delays[2] = value & 0xffff,
             TADV => self.delays[3] = value & 0xffff,
@@ -459,11 +523,12 @@ impl Nic {
     }
 }
 
-impl<D, I, N> MmioDevice<NicEnv<'_, D, I, N>> for Nic
+impl<D, I, N, T> MmioDevice<NicEnv<'_, D, I, N, T>> for Nic
 where
     D: DmaPort + ?Sized,
     I: InterruptSink + ?Sized,
     N: NetworkPort + ?Sized,
+    T: Timers + ?Sized,
 {
     fn mmio_size(&self) -> u64 {
         BAR_SIZE
@@ -472,7 +537,7 @@ where
     /// Registers are 32-bit: an aligned 32-bit read returns one; a narrower
     /// read returns its bytes of the enclosing register (with the side
     /// effects of reading it); misaligned and 64-bit reads return 0.
-    fn mmio_read(&mut self, offset: u64, width: Width, _env: &mut NicEnv<'_, D, I, N>) -> u64 {
+    fn mmio_read(&mut self, offset: u64, width: Width, _env: &mut NicEnv<'_, D, I, N, T>) -> u64 {
         let reg = offset & !3;
         let shift = (offset & 3) * 8;
         if width == Width::U64 || (offset & 3) + width.bytes() > 4 {
@@ -484,7 +549,13 @@ where
 
     /// Only aligned 32-bit writes reach a register; other widths are ignored
     /// and counted, as the 8254x requires dword accesses.
-    fn mmio_write(&mut self, offset: u64, width: Width, value: u64, env: &mut NicEnv<'_, D, I, N>) {
+    fn mmio_write(
+        &mut self,
+        offset: u64,
+        width: Width,
+        value: u64,
+        env: &mut NicEnv<'_, D, I, N, T>,
+    ) {
         if width != Width::U32 || offset & 3 != 0 {
             self.stats.unknown_register_accesses.inc();
             return;

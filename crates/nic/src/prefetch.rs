@@ -15,7 +15,7 @@
 //! prefetch of a descriptor the driver has not filled yet is expected to
 //! miss sometimes.
 
-use iovirt_core::{AccessKind, Cost, DmaPort, InterruptSink, Iova, NetworkPort};
+use iovirt_core::{AccessKind, Cost, DmaPort, InterruptSink, Iova, NetworkPort, Timers};
 use serde::{Deserialize, Serialize};
 use zerocopy::FromBytes;
 
@@ -68,11 +68,12 @@ impl Nic {
     }
 
     /// After a frame was stored: warm the next RX descriptor and buffer.
-    pub(crate) fn prefetch_rx<D, I, N>(&mut self, env: &mut NicEnv<'_, D, I, N>)
+    pub(crate) fn prefetch_rx<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         let p = self.prefetchers;
         if !p.rx_descriptor && p.rx_buffer.is_none() {
@@ -86,7 +87,7 @@ impl Nic {
         // too); its contents are the driver's only while RDH != RDT.
         match p.rx_buffer {
             Some(touch) if ring.head != ring.tail => {
-                if let Some(d) = self.read_descriptor::<D, I, N, RxDesc>(at, env)
+                if let Some(d) = self.read_descriptor::<D, I, N, T, RxDesc>(at, env)
                     && d.addr.get() != 0
                 {
                     let kind = match touch {
@@ -102,11 +103,12 @@ impl Nic {
     }
 
     /// After a transmit: warm the next TX descriptor and its buffer.
-    pub(crate) fn prefetch_tx<D, I, N>(&mut self, env: &mut NicEnv<'_, D, I, N>)
+    pub(crate) fn prefetch_tx<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         let p = self.prefetchers;
         if !p.tx_descriptor && !p.tx_buffer {
@@ -117,7 +119,7 @@ impl Nic {
         };
         if p.tx_buffer {
             // Reading the descriptor warms its translation too.
-            if let Some(d) = self.read_descriptor::<D, I, N, TxDesc>(at, env)
+            if let Some(d) = self.read_descriptor::<D, I, N, T, TxDesc>(at, env)
                 && d.addr.get() != 0
             {
                 self.touch(d.addr.get(), AccessKind::Read, env);
@@ -128,11 +130,12 @@ impl Nic {
     }
 
     /// A prefetch DMA: translate and cache, count it and its cost.
-    fn touch<D, I, N>(&mut self, addr: u64, kind: AccessKind, env: &mut NicEnv<'_, D, I, N>)
+    fn touch<D, I, N, T>(&mut self, addr: u64, kind: AccessKind, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         self.stats.prefetches.inc();
         match env.dma.prefetch(Iova::new(addr), kind) {
@@ -145,22 +148,23 @@ impl Nic {
     }
 
     /// A descriptor read done for a prefetcher (its cost is off the critical path).
-    fn read_descriptor<D, I, N, T: FromBytes>(
+    fn read_descriptor<D, I, N, T, R: FromBytes>(
         &mut self,
         at: u64,
-        env: &mut NicEnv<'_, D, I, N>,
-    ) -> Option<T>
+        env: &mut NicEnv<'_, D, I, N, T>,
+    ) -> Option<R>
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         let mut raw = [0u8; 16];
         self.stats.prefetches.inc();
         match env.dma.dma_read(Iova::new(at), &mut raw) {
             Ok(cost) => {
                 self.count_prefetch(Cost { bytes: 0, ..cost });
-                T::read_from_bytes(&raw).ok()
+                R::read_from_bytes(&raw).ok()
             }
             Err(f) => {
                 self.stats.prefetch_faults.inc();

@@ -1,7 +1,7 @@
 //! The receive engine: filter a frame, store it in the buffers of the
 //! descriptors from RDH on, write status back, advance RDH.
 
-use iovirt_core::{DmaPort, InterruptSink, Iova, NetworkPort};
+use iovirt_core::{DmaPort, InterruptSink, Iova, NetworkPort, Timers};
 use zerocopy::byteorder::little_endian::U16;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -36,11 +36,16 @@ pub enum RxOutcome {
 
 impl Nic {
     /// Offers a frame from the wire (without FCS) to the NIC.
-    pub fn receive<D, I, N>(&mut self, frame: &[u8], env: &mut NicEnv<'_, D, I, N>) -> RxOutcome
+    pub fn receive<D, I, N, T>(
+        &mut self,
+        frame: &[u8],
+        env: &mut NicEnv<'_, D, I, N, T>,
+    ) -> RxOutcome
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         let rctl = Rctl::from_bits_retain(self.rctl);
         if !rctl.contains(Rctl::EN) {
@@ -66,7 +71,7 @@ impl Nic {
         }
         if !self.rx.valid() {
             self.stats.ring_errors.inc();
-            self.miss(env.irq);
+            self.miss(env);
             return RxOutcome::BadRing;
         }
         let count = self.rx.count();
@@ -75,7 +80,7 @@ impl Nic {
         let free = (self.rx.tail + count - self.rx.head) % count;
         if free < needed {
             self.stats.rx_no_descriptor.inc();
-            self.miss(env.irq);
+            self.miss(env);
             return RxOutcome::NoDescriptor;
         }
         let mut used = 0u32;
@@ -84,7 +89,7 @@ impl Nic {
         while used < count {
             if self.rx.head == self.rx.tail {
                 self.stats.rx_no_descriptor.inc();
-                self.miss(env.irq);
+                self.miss(env);
                 return RxOutcome::NoDescriptor;
             }
             let at = self
@@ -149,7 +154,7 @@ impl Nic {
         }
         if !rest.is_empty() {
             self.stats.rx_no_descriptor.inc();
-            self.miss(env.irq);
+            self.miss(env);
             return RxOutcome::NoDescriptor;
         }
         let bytes = frame.len() as u64;
@@ -159,7 +164,7 @@ impl Nic {
         r.gprc = r.gprc.saturating_add(1);
         r.tpr = r.tpr.saturating_add(1);
         r.gorc = r.gorc.saturating_add(bytes);
-        self.set_causes(Cause::RXT0, env.irq);
+        self.rx_done(env);
         self.prefetch_rx(env);
         RxOutcome::Stored {
             accept,
@@ -168,9 +173,15 @@ impl Nic {
     }
 
     /// A frame missed for want of descriptors: MPC and the RXO cause.
-    fn miss<I: InterruptSink + ?Sized>(&mut self, irq: &mut I) {
+    fn miss<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>)
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
         self.regs_stats.mpc = self.regs_stats.mpc.saturating_add(1);
         self.regs_stats.tpr = self.regs_stats.tpr.saturating_add(1);
-        self.set_causes(Cause::RXO, irq);
+        self.set_causes(Cause::RXO, env);
     }
 }

@@ -1,7 +1,7 @@
 //! The transmit engine: from TDH up to TDT, gather each frame's buffers
 //! until EOP, send it, write DD back where RS asks, advance TDH.
 
-use iovirt_core::{AccessKind, DmaPort, InterruptSink, Iova, NetworkPort};
+use iovirt_core::{AccessKind, DmaPort, InterruptSink, Iova, NetworkPort, Timers};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::desc::{DESC_SIZE, TxCmd, TxDesc, TxSta};
@@ -14,11 +14,12 @@ const MIN_FRAME: usize = 60;
 
 impl Nic {
     /// Processes the TX ring after a TDT or TCTL write.
-    pub(crate) fn run_tx<D, I, N>(&mut self, env: &mut NicEnv<'_, D, I, N>)
+    pub(crate) fn run_tx<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         if self.tctl & Tctl::EN.bits() == 0 || self.tx.head == self.tx.tail {
             return;
@@ -34,7 +35,9 @@ impl Nic {
             return;
         }
         let count = self.tx.count();
-        let mut causes = Cause::empty();
+        // Whether any DD went back, and whether one of those asked for the
+        // transmit interrupt delay (IDE).
+        let (mut written_back, mut delayed) = (false, false);
         // One pass at most: a guest cannot make the engine spin.
         for _ in 0..count {
             if self.tx.head == self.tx.tail {
@@ -89,25 +92,35 @@ impl Nic {
                     .dma
                     .dma_write(Iova::new(sta_at), TxSta::DD.bits().as_bytes())
                 {
-                    Ok(_) => causes |= Cause::TXDW,
-                    Err(_) => self.stats.dma_faults.inc(),
+                    Ok(cost) => {
+                        self.count_critical(cost, false);
+                        written_back = true;
+                        delayed |= cmd.contains(TxCmd::IDE);
+                    }
+                    Err(f) => {
+                        self.count_critical(f.cost, false);
+                        self.stats.dma_faults.inc();
+                    }
                 }
             }
             self.tx.head = (self.tx.head + 1) % count;
         }
-        if self.tx.head == self.tx.tail {
-            causes |= Cause::TXQE;
+        if written_back {
+            self.tx_done(delayed, env);
         }
-        self.set_causes(causes, env.irq);
+        if self.tx.head == self.tx.tail {
+            self.set_causes(Cause::TXQE, env);
+        }
         self.prefetch_tx(env);
     }
 
     /// Appends the descriptor's buffer to the frame being gathered.
-    fn gather<D, I, N>(&mut self, desc: &TxDesc, env: &mut NicEnv<'_, D, I, N>)
+    fn gather<D, I, N, T>(&mut self, desc: &TxDesc, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         let len = usize::from(desc.length.get());
         let start = self.tx_frame.len();
@@ -138,11 +151,12 @@ impl Nic {
     }
 
     /// Sends the gathered frame (or drops it) and starts the next one.
-    fn send_frame<D, I, N>(&mut self, env: &mut NicEnv<'_, D, I, N>)
+    fn send_frame<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>)
     where
         D: DmaPort + ?Sized,
         I: InterruptSink + ?Sized,
         N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
     {
         if !self.tx_discard && !self.tx_frame.is_empty() {
             if self.tctl & Tctl::PSP.bits() != 0 && self.tx_frame.len() < MIN_FRAME {

@@ -796,7 +796,9 @@ fn apply(nic: &mut Nic, mem: &mut HostMemory, op: &Op, sent: &mut u64) {
         *sent += 1;
     };
     {
+        let mut timers = iovirt_core::TimerQueue::new();
         let mut env = NicEnv {
+            timers: &mut timers,
             dma: &mut dma,
             irq: &mut irqs,
             net: &mut net,
@@ -824,7 +826,9 @@ fn ring(nic: &mut Nic, mem: &mut HostMemory, head: u64, len: u64) -> (u64, u64) 
     let mut dma = PassthroughDma::new(mem);
     let mut irqs: Vec<Irq> = Vec::new();
     let mut net = |_: &[u8]| {};
+    let mut timers = iovirt_core::TimerQueue::new();
     let mut env = NicEnv {
+        timers: &mut timers,
         dma: &mut dma,
         irq: &mut irqs,
         net: &mut net,

@@ -106,7 +106,9 @@ impl Rig {
         let (mut iommu_irqs, mut nic_irqs): (Vec<Irq>, Vec<Irq>) = (Vec::new(), Vec::new());
         let mut net = |_: &[u8]| {};
         let mut port = self.iommu.port(&mut self.mem, &mut iommu_irqs, self.req);
+        let mut timers = iovirt_core::TimerQueue::new();
         let mut env = NicEnv {
+            timers: &mut timers,
             dma: &mut port,
             irq: &mut nic_irqs,
             net: &mut net,
@@ -141,7 +143,9 @@ fn rx_misses(prefetchers: Prefetchers) -> (f64, u64) {
         let mut net = |_: &[u8]| {};
         let mut port = r.iommu.port(&mut r.mem, &mut irqs, r.req);
         let mut sink: Vec<Irq> = Vec::new();
+        let mut timers = iovirt_core::TimerQueue::new();
         let mut env = NicEnv {
+            timers: &mut timers,
             dma: &mut port,
             irq: &mut sink,
             net: &mut net,
@@ -192,7 +196,9 @@ fn tx_misses(prefetchers: Prefetchers) -> (f64, u64) {
         };
         let mut port = r.iommu.port(&mut r.mem, &mut irqs, r.req);
         let mut sink: Vec<Irq> = Vec::new();
+        let mut timers = iovirt_core::TimerQueue::new();
         let mut env = NicEnv {
+            timers: &mut timers,
             dma: &mut port,
             irq: &mut sink,
             net: &mut net,

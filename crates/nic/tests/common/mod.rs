@@ -13,7 +13,8 @@ pub(crate) const MEM: u64 = 1 << 20;
 
 /// The environment of one call into the NIC: a DMA port, the interrupts
 /// raised, and where transmitted frames go.
-pub(crate) type Env<'a> = NicEnv<'a, dyn DmaPort + 'a, Vec<Irq>, dyn FnMut(&[u8]) + 'a>;
+pub(crate) type Env<'a> =
+    NicEnv<'a, dyn DmaPort + 'a, Vec<Irq>, dyn FnMut(&[u8]) + 'a, iovirt_core::TimerQueue>;
 
 /// A NIC on a test platform: what each call into it needs, and the register
 /// and frame helpers built on that.
@@ -93,7 +94,9 @@ fn run<R>(
     f: impl FnOnce(&mut Nic, &mut Env<'_>) -> R,
 ) -> R {
     let mut net = |frame: &[u8]| wire.push(frame.to_vec());
+    let mut timers = iovirt_core::TimerQueue::new();
     let mut env: Env<'_> = NicEnv {
+        timers: &mut timers,
         dma,
         irq: irqs,
         net: &mut net,
