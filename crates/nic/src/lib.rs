@@ -19,7 +19,8 @@
 //!   descriptors until EOP, with DD written back where RS asks;
 //!   [`Nic::receive`] stores a frame at RDH while RDH != RDT, over several
 //!   descriptors of RCTL's buffer size, and writes length and DD/EOP back.
-//!   Interrupt causes TXDW, TXQE, RXT0 and RXO; the interrupt is raised
+//!   Interrupt causes TXDW, TXQE, RXT0, RXO, and LSC when the driver sets
+//!   CTRL.SLU; the interrupt is raised
 //!   when an unmasked cause becomes pending.
 //! - **The receive filter** ([`filter`]): exact addresses, broadcast (BAM),
 //!   the multicast hash table (MTA, with RCTL.MO), unicast and multicast

@@ -440,7 +440,13 @@ impl Nic {
                 if value & Ctrl::RST.bits() != 0 {
                     self.reset();
                 } else {
+                    let rising = !self.ctrl & value & Ctrl::SLU.bits() != 0;
                     self.ctrl = value;
+                    // The driver brings the link up: the link-status-change
+                    // cause, as after auto-negotiation on the 8254x.
+                    if rising {
+                        self.set_causes(Cause::LSC, env);
+                    }
                 }
             }
             EERD => {
