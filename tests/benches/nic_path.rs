@@ -11,10 +11,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use iovirt::platform::{MIB, TwoGuests, frame};
 use iovirt_core::Gpa;
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IotlbConfig, Replacement};
-use iovirt_tests::platform::{MIB, TwoGuests, frame};
 
 fn path(c: &mut Criterion, group: &str, len: usize) {
     let mut g = c.benchmark_group(group);
@@ -30,7 +30,8 @@ fn path(c: &mut Criterion, group: &str, len: usize) {
         entries: 1024,
         ways: 8,
         replacement: Replacement::Lru,
-    });
+    })
+    .unwrap();
     let mut pa = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
     let mut pb = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
     let mut da = E1000Driver::bring_up(&mut h.guest(0), &mut pa, E1000Config::default()).unwrap();

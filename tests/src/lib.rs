@@ -1,10 +1,6 @@
-//! Test support for the end-to-end tests in `tests/tests/` and the
-//! benchmarks in `tests/benches/`: platforms assembled from the iovirt
-//! crates, the way the integration crate will assemble them.
+//! End-to-end tests of the iovirt crates live in `tests/tests/`, and the
+//! whole-path benchmarks in `tests/benches/`; the platforms they run on come
+//! from the `iovirt` integration crate. This library is empty on purpose.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-// Test support: a failed set-up is a failed test, so it panics.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-pub mod platform;

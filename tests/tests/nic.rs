@@ -7,11 +7,11 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use iovirt::platform::{MIB, TwoGuests, frame};
 use iovirt_core::{Gpa, Iova, PhysMemory};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IotlbConfig, Replacement};
 use iovirt_nic::{BufferTouch, Prefetchers, RxOutcome};
-use iovirt_tests::platform::{MIB, TwoGuests, frame};
 
 /// Delivers VM `from`'s frames and returns the outcomes.
 fn deliver(h: &mut TwoGuests, from: usize) -> Vec<RxOutcome> {
@@ -21,7 +21,7 @@ fn deliver(h: &mut TwoGuests, from: usize) -> Vec<RxOutcome> {
 }
 
 fn host(iotlb: IotlbConfig) -> TwoGuests {
-    TwoGuests::new(iotlb)
+    TwoGuests::new(iotlb).unwrap()
 }
 
 #[test]

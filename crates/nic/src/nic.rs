@@ -91,6 +91,10 @@ pub struct NicStats {
     pub critical_table_reads: Counter,
     /// The receive path's share of `critical_iotlb_misses`.
     pub rx_critical_iotlb_misses: Counter,
+    /// The receive path's share of `critical_iotlb_hits`.
+    pub rx_critical_iotlb_hits: Counter,
+    /// The receive path's share of `critical_table_reads`.
+    pub rx_critical_table_reads: Counter,
     /// The transmit path's share of `critical_iotlb_misses` (NOP commands'
     /// descriptor fetches included).
     pub tx_critical_iotlb_misses: Counter,
@@ -286,12 +290,21 @@ impl Nic {
     /// Counts the cost of a DMA that handles a frame on the receive
     /// (`rx`) or transmit path.
     pub(crate) fn count_critical(&mut self, cost: iovirt_core::Cost, rx: bool) {
-        let path = if rx {
-            &mut self.stats.rx_critical_iotlb_misses
+        if rx {
+            self.stats
+                .rx_critical_iotlb_misses
+                .add(u64::from(cost.iotlb_misses));
+            self.stats
+                .rx_critical_iotlb_hits
+                .add(u64::from(cost.iotlb_hits));
+            self.stats
+                .rx_critical_table_reads
+                .add(u64::from(cost.table_reads));
         } else {
-            &mut self.stats.tx_critical_iotlb_misses
-        };
-        path.add(u64::from(cost.iotlb_misses));
+            self.stats
+                .tx_critical_iotlb_misses
+                .add(u64::from(cost.iotlb_misses));
+        }
         self.stats
             .critical_iotlb_hits
             .add(u64::from(cost.iotlb_hits));

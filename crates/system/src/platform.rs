@@ -3,14 +3,15 @@
 //! its own guest-physical memory, as its driver must.
 
 use iovirt_core::{
-    BitmapFrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq, MemError, MmioDevice,
-    PhysMemory, RegisterAccess, TimerQueue, Width, check_range,
+    BadMemorySize, BitmapFrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq, MemError,
+    MmioDevice, PhysMemory, RegisterAccess, TimerQueue, Width, check_range,
 };
 use iovirt_iommu::{
-    ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig, RequesterId,
+    BadIotlbConfig, ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig,
+    RequesterId,
 };
 use iovirt_nic::{Nic, NicConfig, NicEnv, RxOutcome};
-use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
+use iovirt_paging::{Levels, MapError, Mapping, PageTable, PagingConfig, PteFlags};
 
 /// One MiB.
 pub const MIB: u64 = 1 << 20;
@@ -152,36 +153,57 @@ pub struct TwoGuests {
     pub timers: [TimerQueue; 2],
 }
 
-/// The requester id of VM `v`'s NIC.
+/// The requester id of VM `v`'s NIC: 00:0(v+2).0.
 pub fn requester(v: usize) -> RequesterId {
-    RequesterId::new(0, 2 + v as u8, 0).unwrap()
+    RequesterId::from_raw(((v as u16 & 0x1f) + 2) << 3)
+}
+
+/// A platform that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// Host memory of an impossible size.
+    #[error(transparent)]
+    Memory(#[from] BadMemorySize),
+    /// An IOTLB geometry no hardware has.
+    #[error(transparent)]
+    Iotlb(#[from] BadIotlbConfig),
+    /// The second-stage tables could not be built.
+    #[error("building the IOMMU tables: {0}")]
+    Tables(#[from] MapError),
+    /// A guest driver could not start.
+    #[error("guest driver: {0}")]
+    Driver(iovirt_drivers::DriverError),
+    /// Guest memory refused a driver's access.
+    #[error("guest memory: {0}")]
+    Guest(MemError),
+    /// The traffic could not make progress (a ring stayed full).
+    #[error("the traffic stalled: a TX ring stayed full")]
+    Stalled,
 }
 
 impl TwoGuests {
     /// The platform with an IOMMU of the given IOTLB.
-    pub fn new(iotlb: IotlbConfig) -> TwoGuests {
-        let mut mem = HostMemory::new(64 * MIB).unwrap();
+    pub fn new(iotlb: IotlbConfig) -> Result<TwoGuests, PlatformError> {
+        let mut mem = HostMemory::new(64 * MIB)?;
         let mut frames = BitmapFrameAllocator::new(Hpa::new(0), 8 * MIB / 4096);
         let mut iommu = Iommu::new(IommuConfig {
             iotlb,
             ..IommuConfig::default()
-        })
-        .unwrap();
+        })?;
         let mut stage2 = Vec::new();
         for v in 0..2usize {
             let mut table = PageTable::<Iova, Hpa>::new(
                 &mut mem,
                 &mut frames,
                 PagingConfig::second_stage(Levels::Four),
-            )
-            .unwrap();
+            )?;
             let m = Mapping::new(
                 Iova::new(0),
                 Hpa::new(GUEST * (v as u64 + 1)),
                 GUEST,
                 PteFlags::RW,
             );
-            table.map(&mut mem, &mut frames, m).unwrap();
+            table.map(&mut mem, &mut frames, m)?;
             let domain = DomainId(v as u16 + 1);
             iommu.set_domain(domain, table.root(), Levels::Four);
             iommu.set_context(
@@ -199,14 +221,14 @@ impl TwoGuests {
                 irq: Irq(u32::from(last)),
             })
         };
-        TwoGuests {
+        Ok(TwoGuests {
             mem,
             iommu,
             stage2,
             nics: [nic(1), nic(2)],
             wires: [Wire::default(), Wire::default()],
             timers: [TimerQueue::new(), TimerQueue::new()],
-        }
+        })
     }
 
     /// VM `v`'s view.
@@ -229,7 +251,10 @@ impl TwoGuests {
     /// Carries the frames VM `from`'s NIC sent into the other NIC, handing
     /// each outcome to `on`.
     pub fn deliver(&mut self, from: usize, mut on: impl FnMut(RxOutcome)) {
-        let wire = core::mem::take(&mut self.wires[from]);
+        let Some(slot) = self.wires.get_mut(from) else {
+            return;
+        };
+        let wire = core::mem::take(slot);
         {
             let mut g = self.guest(1 - from);
             for frame in wire.frames() {
@@ -238,7 +263,9 @@ impl TwoGuests {
         }
         let mut wire = wire;
         wire.clear();
-        self.wires[from] = wire;
+        if let Some(slot) = self.wires.get_mut(from) {
+            *slot = wire;
+        }
     }
 }
 

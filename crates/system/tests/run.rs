@@ -1,0 +1,91 @@
+//! The `iovirt` command line and the `iotlb-prefetch` scenario: seed 000's
+//! claim, determinism, and the errors a user can make.
+
+// Test code: a panic here is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::Command;
+
+use iovirt::iotlb_prefetch::{self, BufferPlacement, Params, PrefetchMode};
+use iovirt_core::CostModel;
+
+fn iovirt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_iovirt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn prefetch_takes_the_critical_path_misses_to_about_zero() {
+    let params = Params {
+        frames: 300,
+        iotlb_entries: vec![8],
+        ..Params::default()
+    };
+    let rows = iotlb_prefetch::run(&params, &CostModel::default()).unwrap();
+    assert_eq!(rows.len(), 2 * PrefetchMode::ALL.len());
+    for r in &rows {
+        assert_eq!(r.frames, 300, "every frame arrived: {r:?}");
+        match r.prefetch {
+            PrefetchMode::Off => assert!(r.critical_misses_per_frame >= 1.0, "{r:?}"),
+            _ => assert!(r.critical_misses_per_frame <= 0.01, "{r:?}"),
+        }
+    }
+    let off = rows
+        .iter()
+        .find(|r| r.prefetch == PrefetchMode::Off && r.placement == BufferPlacement::Random)
+        .unwrap();
+    let both = rows
+        .iter()
+        .find(|r| r.prefetch == PrefetchMode::Both && r.placement == BufferPlacement::Random)
+        .unwrap();
+    assert!(off.translation_ns_per_frame > 10.0 * both.translation_ns_per_frame);
+    assert_eq!(
+        both.prefetches_per_frame, 4.0,
+        "two NOP commands and two device prefetches per frame"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let a = iovirt(&["run", "--json", "--frames", "200", "--seed", "7"]);
+    let b = iovirt(&["run", "--json", "--frames", "200", "--seed", "7"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(report["scenario"], "iotlb-prefetch");
+    assert_eq!(report["params"]["seed"], 7);
+    assert_eq!(report["rows"].as_array().unwrap().len(), 24);
+}
+
+#[test]
+fn the_table_leads_with_the_headline() {
+    let out = iovirt(&["run", "iotlb-prefetch", "--frames", "100"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("iotlb-prefetch"));
+    assert!(lines.next().unwrap().starts_with("headline: IOTLB misses"));
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("random") || l.contains("contiguous"))
+            .count(),
+        24
+    );
+}
+
+#[test]
+fn user_errors_are_reported() {
+    let out = iovirt(&["run", "no-such-scenario"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown scenario `no-such-scenario`")
+    );
+    let out = iovirt(&["run", "--frames", "lots"]);
+    assert!(!out.status.success());
+    let listed = String::from_utf8(iovirt(&["list"]).stdout).unwrap();
+    assert!(listed.starts_with("iotlb-prefetch"));
+}
