@@ -9,7 +9,7 @@ use iovirt_core::{Cost, CostModel, Gpa};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IotlbConfig, Replacement};
 use iovirt_nic::{BufferTouch, Prefetchers};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::platform::{MIB, PlatformError, TwoGuests, frame};
 
@@ -47,8 +47,9 @@ pub enum BufferPlacement {
     Contiguous,
 }
 
-/// The scenario's parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The scenario's parameters (the `[iotlb_prefetch]` table of a config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Params {
     /// Frames per run.
     pub frames: u32,
@@ -56,8 +57,6 @@ pub struct Params {
     pub frame_len: usize,
     /// IOTLB sizes to try (fully associative, LRU).
     pub iotlb_entries: Vec<usize>,
-    /// Seed of the random buffer placement.
-    pub seed: u64,
 }
 
 impl Default for Params {
@@ -66,7 +65,6 @@ impl Default for Params {
             frames: 2000,
             frame_len: 512,
             iotlb_entries: vec![8, 64, 512],
-            seed: 1,
         }
     }
 }
@@ -93,12 +91,12 @@ pub struct Row {
 }
 
 /// Runs every combination of prefetch mode, placement and IOTLB size.
-pub fn run(params: &Params, cost: &CostModel) -> Result<Vec<Row>, PlatformError> {
+pub fn run(params: &Params, cost: &CostModel, seed: u64) -> Result<Vec<Row>, PlatformError> {
     let mut rows = Vec::new();
     for &entries in &params.iotlb_entries {
         for placement in [BufferPlacement::Random, BufferPlacement::Contiguous] {
             for mode in PrefetchMode::ALL {
-                rows.push(run_one(params, cost, mode, placement, entries)?);
+                rows.push(run_one(params, cost, seed, mode, placement, entries)?);
             }
         }
     }
@@ -108,6 +106,7 @@ pub fn run(params: &Params, cost: &CostModel) -> Result<Vec<Row>, PlatformError>
 fn run_one(
     params: &Params,
     cost: &CostModel,
+    seed: u64,
     mode: PrefetchMode,
     placement: BufferPlacement,
     entries: usize,
@@ -119,7 +118,7 @@ fn run_one(
     })?;
     let mut pa = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
     let pb_placement = match placement {
-        BufferPlacement::Random => Placement::Random { seed: params.seed },
+        BufferPlacement::Random => Placement::Random { seed },
         BufferPlacement::Contiguous => Placement::Contiguous,
     };
     let mut pb = GuestPageAllocator::new(Gpa::new(MIB), 3000, pb_placement);
@@ -174,4 +173,29 @@ fn run_one(
         translation_ns_per_frame: cost.time(&rx_cost).as_nanos() as f64 / frames,
         prefetches_per_frame: prefetches as f64 / frames,
     })
+}
+
+impl Params {
+    /// Checks the values, naming the first bad field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.frames == 0 || self.frames > 1_000_000 {
+            return Err(("frames", format!("{} is not in 1..=1000000", self.frames)));
+        }
+        if !(60..=1514).contains(&self.frame_len) {
+            return Err((
+                "frame_len",
+                format!(
+                    "{} is not an Ethernet frame length (60..=1514)",
+                    self.frame_len
+                ),
+            ));
+        }
+        if self.iotlb_entries.is_empty() || self.iotlb_entries.len() > 16 {
+            return Err(("iotlb_entries", "give 1 to 16 sizes".to_owned()));
+        }
+        if let Some(bad) = self.iotlb_entries.iter().find(|&&e| e > 65_536) {
+            return Err(("iotlb_entries", format!("{bad} entries is more than 65536")));
+        }
+        Ok(())
+    }
 }

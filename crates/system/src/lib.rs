@@ -16,11 +16,13 @@
 //!   packed; two IOTLB sizes. Headline: IOTLB misses on the receive
 //!   critical path per frame.
 //! - [`report`]: a readable table, and JSON with `--json`.
+//! - [`config`]: what runs, as TOML; the built-in default is
+//!   [`config::DEFAULT_CONFIG`] (`iovirt config` prints it).
 //!
 //! ## Not yet
 //!
 //! The hypervisor crate and its scenarios (`demux`, `crossover`), the HCA
-//! (`rdma-odp`), configuration files, the discrete-event scheduler across
+//! (`rdma-odp`), the discrete-event scheduler across
 //! hosts, and pcap capture.
 //!
 //! ## Example
@@ -30,7 +32,7 @@
 //! use iovirt_core::CostModel;
 //!
 //! let params = Params { frames: 100, iotlb_entries: vec![8], ..Params::default() };
-//! let rows = iotlb_prefetch::run(&params, &CostModel::default())?;
+//! let rows = iotlb_prefetch::run(&params, &CostModel::default(), 1)?;
 //! let off = rows.iter().find(|r| r.prefetch == PrefetchMode::Off).unwrap();
 //! let both = rows.iter().find(|r| r.prefetch == PrefetchMode::Both).unwrap();
 //! assert!(off.critical_misses_per_frame >= 1.0);
@@ -41,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod iotlb_prefetch;
 pub mod platform;
 pub mod report;

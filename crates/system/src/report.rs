@@ -13,6 +13,8 @@ use crate::iotlb_prefetch::{Params, Row};
 pub struct PrefetchReport {
     /// The scenario's name.
     pub scenario: &'static str,
+    /// The seed of the random choices.
+    pub seed: u64,
     /// What was run.
     pub params: Params,
     /// The cost model that turned counts into time.

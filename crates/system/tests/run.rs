@@ -23,7 +23,7 @@ fn prefetch_takes_the_critical_path_misses_to_about_zero() {
         iotlb_entries: vec![8],
         ..Params::default()
     };
-    let rows = iotlb_prefetch::run(&params, &CostModel::default()).unwrap();
+    let rows = iotlb_prefetch::run(&params, &CostModel::default(), 1).unwrap();
     assert_eq!(rows.len(), 2 * PrefetchMode::ALL.len());
     for r in &rows {
         assert_eq!(r.frames, 300, "every frame arrived: {r:?}");
@@ -55,7 +55,7 @@ fn the_same_seed_gives_the_same_report() {
     assert_eq!(a.stdout, b.stdout);
     let report: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
     assert_eq!(report["scenario"], "iotlb-prefetch");
-    assert_eq!(report["params"]["seed"], 7);
+    assert_eq!(report["seed"], 7);
     assert_eq!(report["rows"].as_array().unwrap().len(), 24);
 }
 
@@ -88,4 +88,51 @@ fn user_errors_are_reported() {
     assert!(!out.status.success());
     let listed = String::from_utf8(iovirt(&["list"]).stdout).unwrap();
     assert!(listed.starts_with("iotlb-prefetch"));
+}
+
+#[test]
+fn config_files_run_and_their_errors_name_the_field() {
+    let builtin = iovirt(&["config"]);
+    assert!(builtin.status.success());
+    let text = String::from_utf8(builtin.stdout).unwrap();
+    assert!(text.contains("[iotlb_prefetch]"));
+    let dir = std::env::temp_dir().join(format!("iovirt-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("small.toml");
+    std::fs::write(
+        &good,
+        "seed = 3\n[iotlb_prefetch]\nframes = 50\niotlb_entries = [4]\n",
+    )
+    .unwrap();
+    let out = iovirt(&["run", "--json", "--config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["seed"].as_u64(),
+            report["rows"].as_array().map(Vec::len)
+        ),
+        (Some(3), Some(8))
+    );
+    assert_eq!(report["rows"][0]["frames"], 50);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[iotlb_prefetch]\nframe_len = 20\n").unwrap();
+    let out = iovirt(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("`iotlb_prefetch.frame_len`")
+    );
+    let out = iovirt(&[
+        "run",
+        "--config",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
 }

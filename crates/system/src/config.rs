@@ -1,0 +1,108 @@
+//! The configuration: what `iovirt run` runs, as TOML. The built-in default
+//! is [`DEFAULT_CONFIG`]; a file of the same shape replaces it.
+
+use iovirt_core::CostModel;
+use serde::{Deserialize, Serialize};
+
+use crate::iotlb_prefetch::Params;
+
+/// The built-in configuration, as `iovirt config` prints it.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Costs in virtual time.
+    pub cost_model: CostModel,
+    /// The `iotlb-prefetch` scenario.
+    pub iotlb_prefetch: Params,
+}
+
+/// A configuration that cannot be used, with the field to blame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not valid TOML, an unknown field, or a value of the wrong type
+    /// (the parser's message names the field and the line).
+    #[error("{0}")]
+    Parse(String),
+    /// A value out of range.
+    #[error("`{field}`: {reason}")]
+    Invalid {
+        /// The field, as `table.field`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config
+            .iotlb_prefetch
+            .validate()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                field: format!("iotlb_prefetch.{field}"),
+                reason,
+            })?;
+        if config.cost_model.wire_bits_per_sec == 0 {
+            return Err(ConfigError::Invalid {
+                field: "cost_model.wire_bits_per_sec".to_owned(),
+                reason: "a link of 0 bits per second carries nothing".to_owned(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The built-in configuration.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::from_toml(DEFAULT_CONFIG)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_file_is_the_default() {
+        let parsed = Config::builtin().unwrap();
+        assert_eq!(
+            parsed,
+            Config {
+                seed: 1,
+                ..Config::default()
+            }
+        );
+        assert_eq!(parsed.iotlb_prefetch, Params::default());
+        assert_eq!(parsed.cost_model, CostModel::default());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::from_toml("[iotlb_prefetch]\nframs = 10\n").unwrap_err();
+        assert!(e.to_string().contains("frams"), "{e}");
+        let e = Config::from_toml("[iotlb_prefetch]\nframe_len = 9000\n").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Invalid {
+                field: "iotlb_prefetch.frame_len".to_owned(),
+                reason: "9000 is not an Ethernet frame length (60..=1514)".to_owned()
+            }
+        );
+        let e = Config::from_toml("seed = \"one\"\n").unwrap_err();
+        assert!(e.to_string().contains("seed"), "{e}");
+        let e = Config::from_toml("[cost_model]\nwire_bits_per_sec = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("`cost_model.wire_bits_per_sec`"));
+        // Partial files keep the defaults for what they leave out.
+        let c = Config::from_toml("[iotlb_prefetch]\nframes = 10\n").unwrap();
+        assert_eq!(
+            (c.iotlb_prefetch.frames, c.iotlb_prefetch.frame_len),
+            (10, 512)
+        );
+    }
+}
