@@ -92,11 +92,21 @@ pub struct Row {
 
 /// Runs every combination of prefetch mode, placement and IOTLB size.
 pub fn run(params: &Params, cost: &CostModel, seed: u64) -> Result<Vec<Row>, PlatformError> {
+    run_tapped(params, cost, seed, &mut |_| {})
+}
+
+/// Like [`run`], showing every frame on the wire to `tap`, in order.
+pub fn run_tapped(
+    params: &Params,
+    cost: &CostModel,
+    seed: u64,
+    tap: &mut dyn FnMut(&[u8]),
+) -> Result<Vec<Row>, PlatformError> {
     let mut rows = Vec::new();
     for &entries in &params.iotlb_entries {
         for placement in [BufferPlacement::Random, BufferPlacement::Contiguous] {
             for mode in PrefetchMode::ALL {
-                rows.push(run_one(params, cost, seed, mode, placement, entries)?);
+                rows.push(run_one(params, cost, seed, mode, placement, entries, tap)?);
             }
         }
     }
@@ -110,6 +120,7 @@ fn run_one(
     mode: PrefetchMode,
     placement: BufferPlacement,
     entries: usize,
+    tap: &mut dyn FnMut(&[u8]),
 ) -> Result<Row, PlatformError> {
     let mut h = TwoGuests::new(IotlbConfig {
         entries,
@@ -145,12 +156,12 @@ fn run_one(
         let f = frame(dst, src, n, params.frame_len);
         // A full TX ring means B has not caught up: deliver and retry once.
         if da.transmit(&mut h.guest(0), &f).is_err() {
-            h.deliver(0, |_| {});
+            h.deliver_tapped(0, tap, |_| {});
             let _ = db.receive(&mut h.guest(1), |_| received += 1);
             da.transmit(&mut h.guest(0), &f)
                 .map_err(|_| PlatformError::Stalled)?;
         }
-        h.deliver(0, |_| {});
+        h.deliver_tapped(0, tap, |_| {});
         db.receive(&mut h.guest(1), |_| received += 1)
             .map_err(PlatformError::Guest)?;
     }

@@ -22,8 +22,7 @@
 //! ## Not yet
 //!
 //! The hypervisor crate and its scenarios (`demux`, `crossover`), the HCA
-//! (`rdma-odp`), the discrete-event scheduler across
-//! hosts, and pcap capture.
+//! (`rdma-odp`), and the discrete-event scheduler across hosts.
 //!
 //! ## Example
 //!

@@ -45,6 +45,10 @@ enum Command {
         /// Frames per run, overriding the configuration's.
         #[arg(long)]
         frames: Option<u32>,
+        /// Writes every frame on the wire to this pcap file (nanosecond
+        /// virtual timestamps; Wireshark opens it).
+        #[arg(long)]
+        pcap: Option<PathBuf>,
     },
     /// Lists the scenarios.
     List,
@@ -73,7 +77,8 @@ fn main() -> ExitCode {
             config,
             seed,
             frames,
-        } => match run(&scenario, json, config, seed, frames) {
+            pcap,
+        } => match run(&scenario, json, config, seed, frames, pcap) {
             Ok(()) => ExitCode::SUCCESS,
             Err((code, message)) => {
                 eprintln!("iovirt: {message}");
@@ -90,6 +95,7 @@ fn run(
     config: Option<PathBuf>,
     seed: Option<u64>,
     frames: Option<u32>,
+    pcap: Option<PathBuf>,
 ) -> Result<(), (u8, String)> {
     if scenario != "all" && !SCENARIOS.iter().any(|(n, _)| *n == scenario) {
         return Err((
@@ -118,8 +124,24 @@ fn run(
     cfg.iotlb_prefetch
         .validate()
         .map_err(|(field, reason)| (USAGE, format!("`iotlb_prefetch.{field}`: {reason}")))?;
-    let rows = iotlb_prefetch::run(&cfg.iotlb_prefetch, &cfg.cost_model, cfg.seed)
+    let mut capture = match &pcap {
+        Some(path) => {
+            Some(Capture::create(path).map_err(|e| (USAGE, format!("{}: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    let cost_model = cfg.cost_model;
+    let mut tap = |frame: &[u8]| {
+        if let Some(c) = capture.as_mut() {
+            c.record(frame, &cost_model);
+        }
+    };
+    let rows = iotlb_prefetch::run_tapped(&cfg.iotlb_prefetch, &cfg.cost_model, cfg.seed, &mut tap)
         .map_err(|e| (1, format!("iotlb-prefetch: {e}")))?;
+    if let (Some(c), Some(path)) = (capture, &pcap) {
+        c.finish()
+            .map_err(|e| (1, format!("{}: {e}", path.display())))?;
+    }
     let report = PrefetchReport {
         scenario: "iotlb-prefetch",
         seed: cfg.seed,
@@ -134,4 +156,53 @@ fn run(
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// A pcap file of every frame on the wire, stamped with virtual time: each
+/// frame ends one wire time (cost model) after the one before.
+struct Capture {
+    writer: pcap_file::pcap::PcapWriter<std::io::BufWriter<std::fs::File>>,
+    now: iovirt_core::SimTime,
+    error: Option<String>,
+}
+
+impl Capture {
+    fn create(path: &std::path::Path) -> Result<Capture, String> {
+        use pcap_file::pcap::{PcapHeader, PcapWriter};
+        use pcap_file::{Endianness, TsResolution};
+        let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+        let header = PcapHeader {
+            ts_resolution: TsResolution::NanoSecond,
+            endianness: Endianness::Little,
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(std::io::BufWriter::new(file), header)
+            .map_err(|e| e.to_string())?;
+        Ok(Capture {
+            writer,
+            now: iovirt_core::SimTime::ZERO,
+            error: None,
+        })
+    }
+
+    fn record(&mut self, frame: &[u8], cost: &iovirt_core::CostModel) {
+        // The frame on the wire carries a 4-byte FCS the capture leaves out.
+        self.now += cost.wire_time(frame.len() as u64 + 4);
+        let stamp = std::time::Duration::from_nanos(self.now.as_nanos());
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let packet = pcap_file::pcap::PcapPacket::new(stamp, len, frame);
+        if self.error.is_none()
+            && let Err(e) = self.writer.write_packet(&packet)
+        {
+            self.error = Some(e.to_string());
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut inner = self.writer.into_writer();
+        std::io::Write::flush(&mut inner).map_err(|e| e.to_string())
+    }
 }

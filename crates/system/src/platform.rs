@@ -250,18 +250,29 @@ impl TwoGuests {
 
     /// Carries the frames VM `from`'s NIC sent into the other NIC, handing
     /// each outcome to `on`.
-    pub fn deliver(&mut self, from: usize, mut on: impl FnMut(RxOutcome)) {
+    pub fn deliver(&mut self, from: usize, on: impl FnMut(RxOutcome)) {
+        self.deliver_tapped(from, &mut |_| {}, on);
+    }
+
+    /// Like [`TwoGuests::deliver`], showing every frame to `tap` first (a
+    /// capture on the wire).
+    pub fn deliver_tapped(
+        &mut self,
+        from: usize,
+        tap: &mut dyn FnMut(&[u8]),
+        mut on: impl FnMut(RxOutcome),
+    ) {
         let Some(slot) = self.wires.get_mut(from) else {
             return;
         };
-        let wire = core::mem::take(slot);
+        let mut wire = core::mem::take(slot);
         {
             let mut g = self.guest(1 - from);
             for frame in wire.frames() {
+                tap(frame);
                 on(g.with_nic(|nic, env| nic.receive(frame, env)));
             }
         }
-        let mut wire = wire;
         wire.clear();
         if let Some(slot) = self.wires.get_mut(from) {
             *slot = wire;
@@ -269,15 +280,23 @@ impl TwoGuests {
     }
 }
 
-/// An Ethernet II frame of `len` bytes to `dst` from `src`, with a payload
-/// that depends on `n`.
+/// A UDP datagram in IPv4 in an Ethernet II frame of `len` bytes (at least
+/// 42, the headers) to `dst` from `src`: 10.0.0.<src[5]> port 5000 to
+/// 10.0.0.<dst[5]> port 5001, with a payload that depends on `n`. Wireshark
+/// decodes every field.
 pub fn frame(dst: [u8; 6], src: [u8; 6], n: u32, len: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend(
-        (0..len.saturating_sub(14)).map(|i| (i as u32).wrapping_mul(31).wrapping_add(n) as u8),
-    );
+    const HEADERS: usize = 14 + 20 + 8;
+    let payload: Vec<u8> = (0..len.saturating_sub(HEADERS))
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(n) as u8)
+        .collect();
+    let builder = etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv4([10, 0, 0, src[5]], [10, 0, 0, dst[5]], 64)
+        .udp(5000, 5001);
+    let mut f = Vec::with_capacity(builder.size(payload.len()));
+    // Writing into a Vec only fails for a payload beyond what IPv4 can
+    // carry; the frames here are at most a page.
+    if builder.write(&mut f, &payload).is_err() {
+        f.clear();
+    }
     f
 }

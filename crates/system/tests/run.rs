@@ -136,3 +136,33 @@ fn config_files_run_and_their_errors_name_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pcap_captures_every_frame_in_virtual_time() {
+    let path = std::env::temp_dir().join(format!("iovirt-pcap-test-{}.pcap", std::process::id()));
+    let out = iovirt(&["run", "--frames", "20", "--pcap", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    // Little-endian pcap with nanosecond timestamps, Ethernet link type.
+    assert_eq!(bytes[..4], 0xa1b2_3c4du32.to_le_bytes());
+    assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 1);
+    let mut reader = pcap_file::pcap::PcapReader::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut count = 0;
+    let mut last = std::time::Duration::ZERO;
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.unwrap();
+        assert!(packet.timestamp > last, "virtual time moves forward");
+        last = packet.timestamp;
+        assert_eq!(packet.data[..6], [0x52, 0x54, 0, 0, 0, 2], "to VM B");
+        assert_eq!(packet.data.len(), 512);
+        count += 1;
+    }
+    assert_eq!(count, 24 * 20, "every frame of every run");
+    // (512 B + FCS + 20 B of preamble and gap) at 10 Gb/s is 428.8 ns, rounded up, plus 500 ns.
+    assert_eq!(last.as_nanos(), 480 * 929);
+    let _ = std::fs::remove_file(&path);
+}
