@@ -281,8 +281,8 @@ impl TwoGuests {
 }
 
 /// A UDP datagram in IPv4 in an Ethernet II frame of `len` bytes (at least
-/// 42, the headers) to `dst` from `src`: 10.0.0.<src[5]> port 5000 to
-/// 10.0.0.<dst[5]> port 5001, with a payload that depends on `n`. Wireshark
+/// 42, the headers) to `dst` from `src`: `10.0.0.{src[5]}` port 5000 to
+/// `10.0.0.{dst[5]}` port 5001, with a payload that depends on `n`. Wireshark
 /// decodes every field.
 pub fn frame(dst: [u8; 6], src: [u8; 6], n: u32, len: usize) -> Vec<u8> {
     const HEADERS: usize = 14 + 20 + 8;
