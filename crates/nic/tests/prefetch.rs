@@ -7,10 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use iovirt_core::{
-    BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq, MmioDevice, PhysMemory, Width,
+    BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq, MmioDevice, PhysMemory, TimerQueue, Width,
 };
 use iovirt_iommu::{
-    ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IotlbConfig, Replacement, RequesterId,
+    ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig, Replacement,
+    RequesterId,
 };
 use iovirt_nic::{BufferTouch, Nic, NicConfig, NicEnv, Prefetchers, regs};
 use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
@@ -100,21 +101,40 @@ impl Rig {
         Hpa::new(iova + 32 * MIB)
     }
 
-    /// A register write by the driver (the tests look at counters, not at
-    /// interrupts, so both sinks are thrown away).
-    fn write_reg(&mut self, reg: u64, value: u32) {
+    /// Runs `f` on the NIC with an environment whose frames go to `net`
+    /// (the tests look at counters, not at interrupts or timers, so those
+    /// are thrown away).
+    fn with_env<R>(
+        &mut self,
+        net: &mut dyn FnMut(&[u8]),
+        f: impl FnOnce(
+            &mut Nic,
+            &mut NicEnv<
+                '_,
+                IommuPort<'_, HostMemory, Vec<Irq>>,
+                Vec<Irq>,
+                dyn FnMut(&[u8]) + '_,
+                TimerQueue,
+            >,
+        ) -> R,
+    ) -> R {
         let (mut iommu_irqs, mut nic_irqs): (Vec<Irq>, Vec<Irq>) = (Vec::new(), Vec::new());
-        let mut net = |_: &[u8]| {};
+        let mut timers = TimerQueue::new();
         let mut port = self.iommu.port(&mut self.mem, &mut iommu_irqs, self.req);
-        let mut timers = iovirt_core::TimerQueue::new();
         let mut env = NicEnv {
-            timers: &mut timers,
             dma: &mut port,
             irq: &mut nic_irqs,
-            net: &mut net,
+            net,
+            timers: &mut timers,
         };
-        self.nic
-            .mmio_write(reg, Width::U32, u64::from(value), &mut env);
+        f(&mut self.nic, &mut env)
+    }
+
+    /// A register write by the driver.
+    fn write_reg(&mut self, reg: u64, value: u32) {
+        self.with_env(&mut |_| {}, |nic, env| {
+            nic.mmio_write(reg, Width::U32, u64::from(value), env)
+        });
     }
 }
 
@@ -139,18 +159,7 @@ fn rx_misses(prefetchers: Prefetchers) -> (f64, u64) {
     let frame = [0xffu8; 1000];
     let mut tail = RING - 1;
     for _ in 0..FRAMES {
-        let mut irqs: Vec<Irq> = Vec::new();
-        let mut net = |_: &[u8]| {};
-        let mut port = r.iommu.port(&mut r.mem, &mut irqs, r.req);
-        let mut sink: Vec<Irq> = Vec::new();
-        let mut timers = iovirt_core::TimerQueue::new();
-        let mut env = NicEnv {
-            timers: &mut timers,
-            dma: &mut port,
-            irq: &mut sink,
-            net: &mut net,
-        };
-        let outcome = r.nic.receive(&frame, &mut env);
+        let outcome = r.with_env(&mut |_| {}, |nic, env| nic.receive(&frame, env));
         assert!(
             matches!(outcome, iovirt_nic::RxOutcome::Stored { .. }),
             "{outcome:?}"
@@ -189,21 +198,13 @@ fn tx_misses(prefetchers: Prefetchers) -> (f64, u64) {
     }
     let mut sent = 0u64;
     for i in 1..=FRAMES {
-        let mut irqs: Vec<Irq> = Vec::new();
         let mut net = |f: &[u8]| {
             assert_eq!(f.len(), 1000);
             sent += 1;
         };
-        let mut port = r.iommu.port(&mut r.mem, &mut irqs, r.req);
-        let mut sink: Vec<Irq> = Vec::new();
-        let mut timers = iovirt_core::TimerQueue::new();
-        let mut env = NicEnv {
-            timers: &mut timers,
-            dma: &mut port,
-            irq: &mut sink,
-            net: &mut net,
-        };
-        r.nic.mmio_write(regs::TDT, Width::U32, i % RING, &mut env);
+        r.with_env(&mut net, |nic, env| {
+            nic.mmio_write(regs::TDT, Width::U32, i % RING, env)
+        });
     }
     assert_eq!(sent, FRAMES);
     let s = r.nic.stats();
