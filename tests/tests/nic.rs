@@ -229,3 +229,101 @@ fn the_interrupt_handler_receives_and_reclaims() {
     let (tx_causes, _) = da.handle_interrupt(&mut h.guest(0), |_| {}).unwrap();
     assert_eq!(tx_causes & 0x03, 0x03, "TXDW and TXQE");
 }
+
+/// A guest that programs its NIC with garbage (rings and buffers pointing
+/// anywhere, including where the other VM's memory sits in host memory)
+/// reaches nothing outside its own domain: the other VM's memory is
+/// unchanged, every IOMMU fault is the hostile NIC's, and after a reset the
+/// hostile VM's traffic to the other VM flows byte-exact again.
+#[test]
+fn a_hostile_guest_cannot_reach_the_other_vm() {
+    use iovirt_core::{Hpa, RegisterAccess};
+    use iovirt_nic::regs;
+
+    let mut h = host(IotlbConfig::default());
+    let pages = |seed| GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Random { seed });
+    let (mut pa, mut pb) = (pages(8), pages(9));
+    let _ = E1000Driver::bring_up(&mut h.guest(0), &mut pa, E1000Config::default()).unwrap();
+    let mut db = E1000Driver::bring_up(&mut h.guest(1), &mut pb, E1000Config::default()).unwrap();
+    let b_memory = |h: &TwoGuests| {
+        let mut bytes = vec![0u8; 16 << 20];
+        iovirt_core::PhysMemory::read(&h.mem, Hpa::new(32 << 20), &mut bytes).unwrap();
+        bytes
+    };
+    // B stops receiving, so nothing legitimate changes its memory while A
+    // misbehaves; whatever A's NIC sends reaches B's port and is dropped.
+    let rctl_b = h.guest(1).read32(regs::RCTL);
+    h.guest(1).write32(regs::RCTL, 0);
+    let before = b_memory(&h);
+
+    // VM A writes garbage descriptors into its own memory and points its
+    // rings at its memory, at unmapped I/O-virtual space, and at where VM B
+    // lives in host memory; then rings the doorbells many times.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..200u64 {
+        let mut a = h.guest(0);
+        let ring = [
+            0x10_0000,
+            0x200_0000,
+            0x100_0000 + (round << 12),
+            next() & 0xffff_f000,
+        ][(round % 4) as usize];
+        let gpa = Gpa::new((next() % (15 << 20)) & !0xf);
+        let _ = PhysMemory::write(&mut a, gpa, &next().to_le_bytes());
+        for (reg, value) in [
+            (regs::TDBAL, ring as u32),
+            (regs::TDBAH, (ring >> 32) as u32),
+            (regs::TDLEN, (next() % 4096) as u32),
+            (regs::TDH, (next() % 64) as u32),
+            (regs::TCTL, regs::Tctl::EN.bits()),
+            (regs::TDT, (next() % 64) as u32),
+            (regs::RDBAL, (next() & 0x1ff_fff0) as u32),
+            (regs::RCTL, (regs::Rctl::EN | regs::Rctl::UPE).bits()),
+            (regs::RDT, (next() % 64) as u32),
+        ] {
+            a.write32(reg, value);
+        }
+        // Traffic from the wire lands (or not) in A's broken rings.
+        let f = frame(h.nics[0].config().mac, db.mac(), round as u32, 200);
+        let _ = h.guest(0).with_nic(|nic, env| nic.receive(&f, env));
+        h.deliver(0, |_| {});
+    }
+    assert_eq!(b_memory(&h), before, "VM B's memory is untouched");
+    let faults: Vec<_> = h.iommu.faults().records().map(|r| r.requester).collect();
+    assert!(!faults.is_empty(), "the hostile DMA was refused");
+    let a = h.nics[0].stats();
+    assert!(
+        a.tx_descriptors.get() > 1000,
+        "A's NIC did walk its garbage rings"
+    );
+    assert!(
+        a.dma_faults.get() > 100,
+        "and was refused, {}",
+        a.dma_faults.get()
+    );
+    assert!(
+        faults.iter().all(|&r| r == iovirt::platform::requester(0)),
+        "only A faulted"
+    );
+
+    // A resets its NIC and runs a driver again: A to B traffic is byte-exact.
+    let mut pa = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Random { seed: 10 });
+    let mut da = E1000Driver::bring_up(&mut h.guest(0), &mut pa, E1000Config::default()).unwrap();
+    h.guest(1).write32(regs::RCTL, rctl_b);
+    let mut got = Vec::new();
+    db.receive(&mut h.guest(1), |_| {}).unwrap();
+    let sent: Vec<Vec<u8>> = (0..20).map(|n| frame(db.mac(), da.mac(), n, 300)).collect();
+    for f in &sent {
+        da.transmit(&mut h.guest(0), f).unwrap();
+        h.deliver(0, |_| {});
+        db.receive(&mut h.guest(1), |b| got.push(b.to_vec()))
+            .unwrap();
+    }
+    assert_eq!(got, sent);
+}
