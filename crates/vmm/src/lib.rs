@@ -1,0 +1,78 @@
+//! The hypervisor side of iovirt: VMs, their guest-physical memory, and the
+//! host MMU that backs it.
+//!
+//! # What it models
+//!
+//! - **Stage 2 is the IOMMU domain.** Each VM's guest-physical pages are
+//!   mapped to host frames by a second-stage table built with
+//!   `iovirt-paging` in host memory. The same table is the IOMMU domain of
+//!   the device assigned to the VM, so the device's DMA addresses are guest
+//!   physical, as with VT-d device assignment.
+//! - **Demand paging and oversubscription.** A page gets a frame the first
+//!   time it is touched (a minor fault: a zeroed frame). When frames run
+//!   out, a clock over the frames picks an unpinned page. That page is
+//!   unmapped, the IOTLB is told (a page-selective invalidation), its
+//!   contents go to a swap store, and its frame is zeroed before reuse. The
+//!   next touch brings it back (a major fault).
+//! - **No stale translation reaches a recycled frame.** The stage-2 entry is
+//!   cleared and the IOTLB and walk cache invalidated before the frame is
+//!   freed. A device that DMAs to a swapped page therefore gets a fault
+//!   record, never the frame's next owner's data.
+//!   [`Host::service_pending_faults`] is the host's fault handler: it drains
+//!   the IOMMU's fault log and brings each faulting page in, so the
+//!   device's retry succeeds.
+//! - **Pinning** keeps pages of an assigned device that cannot take faults
+//!   in their frames.
+//!
+//! # What it does not model (yet)
+//!
+//! vNICs and their backends (switch, the seed 002 demultiplexers, the seed
+//! 003 crossover), interrupt injection, and swap latency. Costs come from
+//! the counters in [`VmmStats`] through the integration crate's cost model.
+//!
+//! # Example
+//!
+//! Two VMs of 256 KiB on a host with 256 KiB for guest pages: half the
+//! memory is oversubscribed, and everything written reads back.
+//!
+//! ```
+//! use iovirt_core::{DmaPort, Gpa, Iova, Irq};
+//! use iovirt_iommu::{IommuConfig, RequesterId};
+//! use iovirt_vmm::{Host, HostConfig, VmConfig};
+//!
+//! let mut host = Host::new(HostConfig {
+//!     table_frames: 32,
+//!     data_frames: 64,
+//!     iommu: IommuConfig::default(),
+//! })?;
+//! let vm = |n: u8| VmConfig { memory: 256 << 10, requester: RequesterId::new(0, n, 0).unwrap() };
+//! let (a, b) = (host.add_vm(vm(2))?, host.add_vm(vm(3))?);
+//! for page in 0..64u64 {
+//!     host.write(a, Gpa::new(page << 12), &[0xaa; 16])?;
+//!     host.write(b, Gpa::new(page << 12), &[0xbb; 16])?;
+//! }
+//! let mut back = [0u8; 16];
+//! host.read(a, Gpa::new(5 << 12), &mut back)?;
+//! assert_eq!(back, [0xaa; 16]);
+//! assert!(host.stats().swap_outs.get() >= 64, "B's pages pushed A's out");
+//!
+//! // A's device DMAs to a page that is swapped out: a fault, serviced by
+//! // the host, and the retry reads A's bytes.
+//! let mut irq: Vec<Irq> = Vec::new();
+//! let page = Iova::new(9 << 12);
+//! assert!(host.dma_port(a, &mut irq)?.dma_read(page, &mut back).is_err());
+//! assert_eq!(host.service_pending_faults()?.serviced, 1);
+//! host.dma_port(a, &mut irq)?.dma_read(page, &mut back).expect("serviced");
+//! assert_eq!(back, [0xaa; 16]);
+//! # Ok::<(), iovirt_vmm::VmmError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod host;
+mod stats;
+mod swap;
+
+pub use host::{FaultService, Host, HostConfig, SwapOut, VmConfig, VmId, VmmError};
+pub use stats::VmmStats;
