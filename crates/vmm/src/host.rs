@@ -417,11 +417,10 @@ impl Host {
 
     fn set_pinned(&mut self, vm: VmId, gpa: Gpa, len: u64, pin: bool) -> Result<(), VmmError> {
         let first = self.gfn(vm, gpa.raw(), len)?;
-        let last = if len == 0 {
-            first
-        } else {
-            self.gfn(vm, gpa.raw() + len - 1, 1)?
-        };
+        if len == 0 {
+            return Ok(());
+        }
+        let last = self.gfn(vm, gpa.raw() + len - 1, 1)?;
         for gfn in first..=last {
             if pin {
                 self.resident(vm, gfn)?;
@@ -454,11 +453,6 @@ impl Host {
         if let Some(slot) = slot {
             let bytes = self.store.get(slot).unwrap_or_default();
             self.mem.write(frame, bytes)?;
-            self.store.free(slot);
-            self.stats.major_faults.inc();
-            self.stats.bytes_swapped_in.add(PAGE);
-        } else {
-            self.stats.minor_faults.inc();
         }
         let v = self
             .vms
@@ -467,18 +461,17 @@ impl Host {
         let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, PteFlags::RW)
             .with_largest(PageSize::Size4K);
         if let Err(err) = v.stage2.map(&mut self.mem, &mut self.tables, m) {
-            // Give the frame back; the page stays where it was (a swapped
-            // page's contents are lost with its slot, so put them back).
-            if slot.is_some() {
-                let mut bytes = [0u8; PAGE as usize];
-                self.mem.read(frame, &mut bytes)?;
-                let back = self.store.put(&bytes);
-                if let Some(p) = self.page_mut(vm, gfn) {
-                    *p = Page::Swapped(back);
-                }
-            }
+            // The page stays where it was (its slot is still in the store);
+            // the frame goes back zeroed.
             self.release_frame(frame)?;
             return Err(err.into());
+        }
+        if let Some(slot) = slot {
+            self.store.free(slot);
+            self.stats.major_faults.inc();
+            self.stats.bytes_swapped_in.add(PAGE);
+        } else {
+            self.stats.minor_faults.inc();
         }
         if let Some(p) = self.page_mut(vm, gfn) {
             *p = Page::Resident {

@@ -303,3 +303,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_swapped_page_that_cannot_be_mapped_keeps_its_contents() {
+    // Two roots and one set of three lower tables: the VMs take turns.
+    let mut h = host(5, 8);
+    let (a, b) = (vm(&mut h, 2, 4), vm(&mut h, 3, 4));
+    h.write(a, Gpa::new(0), &[0x5a; 32]).unwrap();
+    assert_eq!(h.swap_out(a, Gpa::new(0)).unwrap(), SwapOut::Done);
+    // Unmapping A's only page freed its tables; B takes them.
+    h.write(b, Gpa::new(0), &[1]).unwrap();
+    let mut got = [0u8; 32];
+    assert!(matches!(
+        h.read(a, Gpa::new(0), &mut got),
+        Err(VmmError::Tables(_))
+    ));
+    assert_eq!((h.swapped_pages(), h.resident_frames()), (1, 1));
+    assert_eq!(h.stats().major_faults.get(), 0);
+    // Once B's page is out, A's comes back intact.
+    assert_eq!(h.swap_out(b, Gpa::new(0)).unwrap(), SwapOut::Done);
+    h.read(a, Gpa::new(0), &mut got).unwrap();
+    assert_eq!(got, [0x5a; 32]);
+    assert_eq!(h.stats().major_faults.get(), 1);
+}
