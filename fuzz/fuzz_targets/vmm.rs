@@ -1,6 +1,7 @@
 //! The host MMU under random sequences of guest CPU accesses at any address,
 //! swap-outs, pinning, device DMA through the IOMMU and the host's fault
-//! handler, on a host with few frames.
+//! handler, on a host with few frames; and interrupts with any MSI data
+//! injected, acknowledged and retired.
 //!
 //! Nothing may panic, and whatever the input: the host never holds more
 //! frames than it has, never more pages (resident plus swapped) than its VMs
@@ -55,6 +56,16 @@ enum Op {
         byte: u8,
     },
     Service,
+    Inject {
+        vm: bool,
+        data: u32,
+    },
+    Ack {
+        vm: bool,
+    },
+    Eoi {
+        vm: bool,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -150,6 +161,18 @@ fuzz_target!(|input: Input| {
             }
             Op::Service => {
                 let _ = host.service_pending_faults();
+            }
+            Op::Inject { vm, data } => {
+                host.inject(vms[pick(vm)].0, Irq(data)).unwrap();
+            }
+            Op::Ack { vm } => {
+                let apic = host.lapic_mut(vms[pick(vm)].0).unwrap();
+                if let Some(v) = apic.acknowledge() {
+                    assert!(v >= 16, "illegal vector {v} delivered");
+                }
+            }
+            Op::Eoi { vm } => {
+                let _ = host.lapic_mut(vms[pick(vm)].0).unwrap().eoi();
             }
         }
         assert!(host.resident_frames() <= data_frames);

@@ -4,7 +4,7 @@
 
 use iovirt_core::{
     BadMemorySize, BitmapFrameAllocator, FrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova,
-    MemError, PageSize, PhysMemory,
+    Irq, MemError, PageSize, PhysMemory,
 };
 use iovirt_iommu::{
     BadIotlbConfig, ContextEntry, DmaRequest, DomainId, FaultRecord, Invalidation, Iommu,
@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lapic::Lapic;
 use crate::stats::VmmStats;
 use crate::swap::SwapStore;
 
@@ -142,6 +143,7 @@ struct Owner {
 
 #[derive(Debug)]
 struct Vm {
+    lapic: Lapic,
     requester: RequesterId,
     domain: DomainId,
     pages: Vec<Page>,
@@ -227,6 +229,7 @@ impl Host {
             },
         );
         self.vms.push(Vm {
+            lapic: Lapic::new(),
             requester: config.requester,
             domain,
             pages: vec![Page::Untouched; pages as usize],
@@ -333,6 +336,28 @@ impl Host {
         Ok(self
             .iommu
             .port(&mut self.mem, irq, DmaRequest::new(requester)))
+    }
+
+    /// Injects a device's interrupt into `vm`: the vector becomes pending in
+    /// the VM's local APIC. A guest that is not taking interrupts still has
+    /// at most one pending bit per vector.
+    pub fn inject(&mut self, vm: VmId, irq: Irq) -> Result<(), VmmError> {
+        self.lapic_mut(vm)?.inject(irq);
+        Ok(())
+    }
+
+    /// The local APIC of `vm` (what is pending and in service).
+    pub fn lapic(&self, vm: VmId) -> Result<&Lapic, VmmError> {
+        Ok(&self.vm(vm)?.lapic)
+    }
+
+    /// The local APIC of `vm`, as an interrupt sink for the VM's emulated
+    /// devices, and for the guest's acknowledge and EOI.
+    pub fn lapic_mut(&mut self, vm: VmId) -> Result<&mut Lapic, VmmError> {
+        self.vms
+            .get_mut(usize::from(vm.0))
+            .map(|v| &mut v.lapic)
+            .ok_or(VmmError::NoVm(vm))
     }
 
     /// The IOMMU (its fault log, its stats).

@@ -23,11 +23,16 @@
 //!   device's retry succeeds.
 //! - **Pinning** keeps pages of an assigned device that cannot take faults
 //!   in their frames.
+//! - **Interrupt injection.** Each VM has a [`Lapic`], an `InterruptSink`
+//!   for its devices. It models the IRR and ISR, coalescing per vector,
+//!   priority classes, acknowledge and EOI, and illegal vectors 0 to 15
+//!   (dropped, ESR bit 6).
 //!
 //! # What it does not model (yet)
 //!
 //! vNICs and their backends (switch, the seed 002 demultiplexers, the seed
-//! 003 crossover), interrupt injection, and swap latency. Costs come from
+//! 003 crossover), APIC features beyond fixed delivery to one CPU (TPR,
+//! logical destinations, IPIs, timers), and swap latency. Costs come from
 //! the counters in [`VmmStats`] through the integration crate's cost model.
 //!
 //! # Example
@@ -71,8 +76,10 @@
 #![deny(missing_docs)]
 
 mod host;
+mod lapic;
 mod stats;
 mod swap;
 
 pub use host::{FaultService, Host, HostConfig, SwapOut, VmConfig, VmId, VmmError};
+pub use lapic::{ESR_RECEIVE_ILLEGAL_VECTOR, Lapic, LapicStats};
 pub use stats::VmmStats;
