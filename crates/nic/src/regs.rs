@@ -15,11 +15,11 @@ pub const EERD: u64 = 0x0014;
 pub const ICR: u64 = 0x00c0;
 /// Interrupt throttling: minimum interval between interrupts, 256 ns units.
 pub const ITR: u64 = 0x00c4;
-/// Interrupt cause set.
+/// Interrupt cause set (write only).
 pub const ICS: u64 = 0x00c8;
 /// Interrupt mask set (reads return the mask).
 pub const IMS: u64 = 0x00d0;
-/// Interrupt mask clear.
+/// Interrupt mask clear (write only).
 pub const IMC: u64 = 0x00d8;
 /// Receive control.
 pub const RCTL: u64 = 0x0100;
@@ -83,6 +83,14 @@ pub const RA_ENTRIES: usize = 16;
 pub const MTA_ENTRIES: usize = 128;
 /// Size of the register block (BAR 0): 128 KiB.
 pub const BAR_SIZE: u64 = 0x2_0000;
+
+/// Every register this model implements, each array by its first entry: a
+/// checklist for register tests and a dictionary for fuzzers.
+pub const IMPLEMENTED: [u64; 37] = [
+    CTRL, STATUS, EECD, EERD, ICR, ITR, ICS, IMS, IMC, RCTL, TCTL, RDBAL, RDBAH, RDLEN, RDH, RDT,
+    RDTR, RADV, TDBAL, TDBAH, TDLEN, TDH, TDT, TIDV, TADV, MPC, GPRC, GPTC, GORCL, GORCH, GOTCL,
+    GOTCH, TPR, TPT, MTA, RAL0, RAH0,
+];
 
 bitflags! {
     /// CTRL bits this model acts on (others are stored and read back).
