@@ -574,9 +574,8 @@ impl Host {
             addr: iova,
             order: 0,
         });
-        let mut bytes = [0u8; PAGE as usize];
-        self.mem.read(frame, &mut bytes)?;
-        let slot = self.store.put(&bytes);
+        let mem = &self.mem;
+        let slot = self.store.put_with(|dst| mem.read(frame, dst))?;
         if let Some(p) = self.page_mut(vm, gfn) {
             *p = Page::Swapped(slot);
         }
