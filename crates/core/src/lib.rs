@@ -24,6 +24,8 @@
 //! - **Virtual time and cost**: [`SimTime`], [`SimDuration`], and the
 //!   [`CostModel`] that turns a [`Cost`] into time. Nothing here reads a wall
 //!   clock.
+//! - **Frame assembly**: [`FrameBuf`], a reusable buffer that a frame is
+//!   gathered into without zeroing it first.
 //! - **Statistics**: [`Counter`] and the [`Stats`] trait, serialisable with serde.
 //!
 //! ## What it does not model
@@ -62,6 +64,7 @@ mod cost;
 mod dma;
 mod flat_memory;
 mod frame_alloc;
+mod frame_buf;
 mod host_memory;
 mod irq;
 mod mem;
@@ -77,6 +80,7 @@ pub use cost::{Cost, CostModel, ETHERNET_WIRE_OVERHEAD};
 pub use dma::{DmaFault, DmaPort, FaultReason, PassthroughDma};
 pub use flat_memory::{FlatMemory, MAX_FLAT_MEMORY};
 pub use frame_alloc::{BitmapFrameAllocator, FrameAllocator, FrameError};
+pub use frame_buf::FrameBuf;
 pub use host_memory::{BadMemorySize, HostMemory, MAX_HOST_MEMORY};
 pub use irq::{InterruptSink, Irq};
 pub use mem::{MemError, PhysMemory, check_range};

@@ -8,7 +8,7 @@
 //! the register offsets below are the 8254x's, as a driver's header has them.
 
 use iovirt_core::{
-    Counter, FRAME_SIZE, FrameAllocator, Gpa, MemError, PhysMemory, RegisterAccess, Stats,
+    Counter, FRAME_SIZE, FrameAllocator, FrameBuf, Gpa, MemError, PhysMemory, RegisterAccess, Stats,
 };
 use serde::{Deserialize, Serialize};
 
@@ -165,7 +165,7 @@ pub struct E1000Driver {
     tx_tail: u16,
     tx_clean: u16,
     /// Scratch for one received frame, reused.
-    frame: Vec<u8>,
+    frame: FrameBuf,
     stats: DriverStats,
 }
 
@@ -274,7 +274,7 @@ impl E1000Driver {
             rx_next: 0,
             tx_tail: 0,
             tx_clean: 0,
-            frame: Vec::with_capacity(16 * 1024),
+            frame: FrameBuf::with_capacity(16 * 1024),
             stats: DriverStats::default(),
         })
     }
@@ -464,9 +464,9 @@ impl E1000Driver {
             }
             let len = u64::from(u16::from_le_bytes([len_lo, len_hi])).min(RX_BUFFER) as usize;
             if let Some(&buf) = self.rx_buffers.get(usize::from(i)) {
-                let start = self.frame.len();
-                self.frame.resize(start + len, 0);
-                if let Some(piece) = self.frame.get_mut(start..) {
+                if let Some(piece) = self.frame.append(len) {
+                    // A failed read leaves the frame half filled; the next
+                    // receive starts it afresh.
                     PhysMemory::read(bus, buf, piece)?;
                 }
             }
@@ -478,7 +478,7 @@ impl E1000Driver {
                 frames += 1;
                 self.stats.rx_frames.inc();
                 self.stats.rx_bytes.add(self.frame.len() as u64);
-                deliver(&self.frame);
+                deliver(self.frame.as_slice());
                 self.frame.clear();
                 if self.config.rx_prefetch {
                     self.prefetch_next_rx(bus)?;

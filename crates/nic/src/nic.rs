@@ -2,7 +2,8 @@
 //! and the MMIO entry points. The rings are in `tx.rs` and `rx.rs`.
 
 use iovirt_core::{
-    Counter, DmaPort, InterruptSink, Irq, MmioDevice, NetworkPort, SimTime, Stats, Timers, Width,
+    Counter, DmaPort, FrameBuf, InterruptSink, Irq, MmioDevice, NetworkPort, SimTime, Stats,
+    Timers, Width,
 };
 use serde::Serialize;
 
@@ -195,7 +196,7 @@ pub struct Nic {
     pub(crate) regs_stats: StatRegs,
     pub(crate) stats: NicStats,
     /// The frame being gathered from TX descriptors (allocated once).
-    pub(crate) tx_frame: Vec<u8>,
+    pub(crate) tx_frame: FrameBuf,
     /// Whether the frame being gathered overflowed and is being discarded.
     pub(crate) tx_discard: bool,
     /// Seed 000's device-side prefetchers.
@@ -207,7 +208,7 @@ pub struct Nic {
 impl Nic {
     /// A NIC after power-on reset.
     pub fn new(config: NicConfig) -> Nic {
-        let frame = Vec::with_capacity(MAX_FRAME);
+        let frame = FrameBuf::with_capacity(MAX_FRAME);
         Nic::after_reset(
             config,
             NicStats::default(),
@@ -229,7 +230,7 @@ impl Nic {
         config: NicConfig,
         stats: NicStats,
         prefetchers: crate::prefetch::Prefetchers,
-        mut tx_frame: Vec<u8>,
+        mut tx_frame: FrameBuf,
     ) -> Nic {
         tx_frame.clear();
         let mut filter = ReceiveFilter::default();

@@ -132,13 +132,14 @@ impl Nic {
             self.tx_discard = true;
             return;
         }
-        self.tx_frame.resize(start + len, 0);
-        let Some(piece) = self.tx_frame.get_mut(start..) else {
-            return;
-        };
         if len == 0 {
             return;
         }
+        // The piece may hold an earlier frame's bytes until the DMA fills
+        // it; a fault below discards the whole frame, so none leaks.
+        let Some(piece) = self.tx_frame.append(len) else {
+            return;
+        };
         match env.dma.dma_read(Iova::new(desc.addr.get()), piece) {
             Ok(cost) => self.count_critical(cost, false),
             Err(f) => {
@@ -159,11 +160,11 @@ impl Nic {
         T: Timers + ?Sized,
     {
         if !self.tx_discard && !self.tx_frame.is_empty() {
-            if self.tctl & Tctl::PSP.bits() != 0 && self.tx_frame.len() < MIN_FRAME {
-                self.tx_frame.resize(MIN_FRAME, 0);
+            if self.tctl & Tctl::PSP.bits() != 0 {
+                self.tx_frame.pad_to(MIN_FRAME);
             }
             let bytes = self.tx_frame.len() as u64;
-            env.net.send(&self.tx_frame);
+            env.net.send(self.tx_frame.as_slice());
             self.stats.tx_frames.inc();
             self.stats.tx_bytes.add(bytes);
             let r = &mut self.regs_stats;

@@ -367,6 +367,25 @@ fn psp_pads_short_frames_to_60_bytes() {
     assert_eq!(r.wire, [long]);
 }
 
+/// The TX engine reuses its frame buffer without zeroing it: a short frame
+/// sent after a long one must still be padded with zeros, not with the
+/// long frame's bytes.
+#[test]
+fn padding_never_carries_an_earlier_frames_bytes() {
+    let mut r = Rig::new(MAC_A);
+    r.tx_ring(8, Tctl::EN | Tctl::PSP);
+    let long = frame([0xff; 6], MAC_A, 1500, 0xab);
+    let short = frame([0xff; 6], MAC_A, 42, 0xcd);
+    r.put_tx(0, TX_BUFS, &long, eop_rs());
+    r.put_tx(1, TX_BUFS + 0x1000, &short, eop_rs());
+    r.write(regs::TDT, 2);
+    assert_eq!(r.wire.len(), 2);
+    assert_eq!(r.wire[0], long);
+    assert_eq!(r.wire[1].len(), 60);
+    assert_eq!(r.wire[1][..42], short[..]);
+    assert_eq!(r.wire[1][42..], [0; 18], "padding is zeros");
+}
+
 /// A NOP transmit command (DEXT with descriptor type 0xF in the high
 /// nibble of byte 10) for `addr`.
 fn nop(addr: u64, cmd: TxCmd) -> TxDesc {
