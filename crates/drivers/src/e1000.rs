@@ -463,12 +463,12 @@ impl E1000Driver {
                 break;
             }
             let len = u64::from(u16::from_le_bytes([len_lo, len_hi])).min(RX_BUFFER) as usize;
-            if let Some(&buf) = self.rx_buffers.get(usize::from(i)) {
-                if let Some(piece) = self.frame.append(len) {
-                    // A failed read leaves the frame half filled; the next
-                    // receive starts it afresh.
-                    PhysMemory::read(bus, buf, piece)?;
-                }
+            // A failed read leaves the frame half filled; the next receive
+            // starts it afresh.
+            if let Some(&buf) = self.rx_buffers.get(usize::from(i))
+                && let Some(piece) = self.frame.append(len)
+            {
+                PhysMemory::read(bus, buf, piece)?;
             }
             // Clear the write-back and give the descriptor back.
             bus.write_u64(Gpa::new(at.raw() + 8), 0)?;
