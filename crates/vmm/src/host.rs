@@ -19,6 +19,8 @@ use crate::lapic::Lapic;
 use crate::stats::VmmStats;
 use crate::swap::SwapStore;
 
+mod flip;
+
 const PAGE: u64 = 4096;
 
 /// The reverse map costs 8 bytes a frame; past 1 TiB a config is a mistake.
@@ -97,6 +99,18 @@ pub enum VmmError {
     /// Every frame is pinned: nothing can be swapped out to make room.
     #[error("out of host frames: all {0} are pinned")]
     AllPinned(u64),
+    /// A pinned page cannot be lent or replaced by page flipping.
+    #[error("{vm:?}: the page at {gpa:#x} is pinned")]
+    Pinned {
+        /// The VM.
+        vm: VmId,
+        /// The page.
+        gpa: u64,
+    },
+    /// A frame handed to the host MMU that is not a free-standing data
+    /// frame (it backs a guest page, or is not a data frame at all).
+    #[error("{0} is not a pool frame")]
+    NotPoolFrame(Hpa),
 }
 
 /// Where a guest page is.
@@ -108,6 +122,10 @@ enum Page {
     Resident { frame: Hpa, pinned: bool },
     /// In the swap store, not mapped.
     Swapped(u32),
+    /// Given to the page-flip demultiplexer's buffer pool (seed 002): not
+    /// mapped, its frame zeroed and in the pool. A touch by the guest's CPU
+    /// is a minor fault, as for an untouched page.
+    Lent,
 }
 
 /// What became of a page the host tried to swap out.
@@ -333,9 +351,29 @@ impl Host {
         irq: &'a mut S,
     ) -> Result<IommuPort<'a, HostMemory, S>, VmmError> {
         let requester = self.vm(vm)?.requester;
-        Ok(self
-            .iommu
-            .port(&mut self.mem, irq, DmaRequest::new(requester)))
+        Ok(self.device_port(requester, irq))
+    }
+
+    /// Attaches a device the host drives itself (the physical NIC under the
+    /// demultiplexer) with its DMA untranslated: I/O-virtual addresses are
+    /// host-physical ones. The host trusts its own driver with that; a
+    /// requester a VM already has is refused.
+    pub fn attach_host_device(&mut self, requester: RequesterId) -> Result<(), VmmError> {
+        if self.vms.iter().any(|v| v.requester == requester) {
+            return Err(VmmError::BadHost("requester already assigned to a VM"));
+        }
+        self.iommu.set_context(requester, ContextEntry::PassThrough);
+        Ok(())
+    }
+
+    /// A DMA port for any device, as its IOMMU context translates it.
+    pub fn device_port<'a, S: InterruptSink + ?Sized>(
+        &'a mut self,
+        requester: RequesterId,
+        irq: &'a mut S,
+    ) -> IommuPort<'a, HostMemory, S> {
+        self.iommu
+            .port(&mut self.mem, irq, DmaRequest::new(requester))
     }
 
     /// Injects a device's interrupt into `vm`: the vector becomes pending in
@@ -469,7 +507,7 @@ impl Host {
         let page = *self.page_mut(vm, gfn).ok_or(VmmError::NoVm(vm))?;
         let slot = match page {
             Page::Resident { frame, .. } => return Ok(frame),
-            Page::Untouched => None,
+            Page::Untouched | Page::Lent => None,
             Page::Swapped(slot) => Some(slot),
         };
         let frame = self.take_frame()?;
@@ -479,17 +517,11 @@ impl Host {
             let bytes = self.store.get(slot).unwrap_or_default();
             self.mem.write(frame, bytes)?;
         }
-        let v = self
-            .vms
-            .get_mut(usize::from(vm.0))
-            .ok_or(VmmError::NoVm(vm))?;
-        let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, PteFlags::RW)
-            .with_largest(PageSize::Size4K);
-        if let Err(err) = v.stage2.map(&mut self.mem, &mut self.tables, m) {
+        if let Err(err) = self.install(vm, gfn, frame) {
             // The page stays where it was (its slot is still in the store);
             // the frame goes back zeroed.
             self.release_frame(frame)?;
-            return Err(err.into());
+            return Err(err);
         }
         if let Some(slot) = slot {
             self.store.free(slot);
@@ -498,6 +530,20 @@ impl Host {
         } else {
             self.stats.minor_faults.inc();
         }
+        Ok(frame)
+    }
+
+    /// Maps page `gfn` of `vm` to `frame` (4 KiB, read-write) and makes the
+    /// frame the page's: the newest load in the eviction order. The page
+    /// must not be mapped.
+    fn install(&mut self, vm: VmId, gfn: u32, frame: Hpa) -> Result<(), VmmError> {
+        let v = self
+            .vms
+            .get_mut(usize::from(vm.0))
+            .ok_or(VmmError::NoVm(vm))?;
+        let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, PteFlags::RW)
+            .with_largest(PageSize::Size4K);
+        v.stage2.map(&mut self.mem, &mut self.tables, m)?;
         if let Some(p) = self.page_mut(vm, gfn) {
             *p = Page::Resident {
                 frame,
@@ -517,7 +563,7 @@ impl Host {
             self.fifo
                 .retain(|&(i, l)| matches!(owner.get(i as usize), Some(Some(o)) if o.load == l));
         }
-        Ok(frame)
+        Ok(())
     }
 
     /// A free data frame, swapping a page out to free one if need be.
@@ -558,22 +604,7 @@ impl Host {
             Some(_) => return Ok(SwapOut::NotResident),
             None => return Err(VmmError::NoVm(vm)),
         };
-        let v = self
-            .vms
-            .get_mut(usize::from(vm.0))
-            .ok_or(VmmError::NoVm(vm))?;
-        let iova = Iova::new(u64::from(gfn) * PAGE);
-        // Unmap first: once the entry is gone and the IOTLB told, no DMA
-        // can reach the frame, and only then is it safe to copy and reuse.
-        v.stage2
-            .unmap(&mut self.mem, &mut self.tables, iova, PAGE)?;
-        let domain = v.domain;
-        self.stats.invalidations.inc();
-        self.iommu.invalidate(Invalidation::Page {
-            domain,
-            addr: iova,
-            order: 0,
-        });
+        self.unmap_page(vm, gfn)?;
         let mem = &self.mem;
         let slot = self.store.put_with(|dst| mem.read(frame, dst))?;
         if let Some(p) = self.page_mut(vm, gfn) {
@@ -584,6 +615,27 @@ impl Host {
         self.stats.bytes_swapped_out.add(PAGE);
         log::trace!("{vm:?}: page {gfn:#x} swapped out of {frame}");
         Ok(SwapOut::Done)
+    }
+
+    /// Clears page `gfn`'s stage-2 entry and has the IOTLB forget it. Unmap
+    /// first, always: once the entry is gone and the IOTLB told, no DMA can
+    /// reach the frame, and only then is it safe to copy, zero or reuse it.
+    fn unmap_page(&mut self, vm: VmId, gfn: u32) -> Result<(), VmmError> {
+        let v = self
+            .vms
+            .get_mut(usize::from(vm.0))
+            .ok_or(VmmError::NoVm(vm))?;
+        let iova = Iova::new(u64::from(gfn) * PAGE);
+        v.stage2
+            .unmap(&mut self.mem, &mut self.tables, iova, PAGE)?;
+        let domain = v.domain;
+        self.stats.invalidations.inc();
+        self.iommu.invalidate(Invalidation::Page {
+            domain,
+            addr: iova,
+            order: 0,
+        });
+        Ok(())
     }
 
     /// Zeroes a frame and returns it to the host.

@@ -24,4 +24,8 @@ pub struct VmmStats {
     pub dma_faults_serviced: Counter,
     /// Device DMA faults outside the VM's memory, dropped by the handler.
     pub dma_faults_refused: Counter,
+    /// Guest pages given to a page-flip buffer pool (seed 002).
+    pub pages_lent: Counter,
+    /// Pool frames mapped in as guest pages: the remaps of page flipping.
+    pub frames_adopted: Counter,
 }
