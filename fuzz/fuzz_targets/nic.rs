@@ -1,18 +1,25 @@
 //! The e1000-style NIC under a hostile guest and a hostile wire: arbitrary
 //! sequences of MMIO reads and writes (any offset, width and value) and
-//! received frames (up to 20 KiB), over 256 KiB of memory whose descriptor
+//! received frames (up to 20 KiB), and a paravirtual backend's claims,
+//! placements and commits of arbitrary lengths (on the slot it claimed, or
+//! on one with forged fields), over 256 KiB of memory whose descriptor
 //! rings and buffers come from the input, without an IOMMU.
 //!
 //! Nothing may panic or hang, and whatever the input: the NIC's counters
 //! never go down, every frame it sends is at most 16 KiB, the frames the
 //! network saw are the frames it counted, reads return no more bits than
-//! their width, and only the NIC's own interrupt is raised.
+//! their width, and only the NIC's own interrupt is raised. A claimed slot
+//! names a non-null buffer at least as long as the claim; a commit that
+//! stores a frame stores it in one descriptor and counts it once, and one
+//! refused changes no counter and raises nothing.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
-use iovirt_core::{HostMemory, Hpa, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
-use iovirt_nic::{BufferTouch, MAX_FRAME, Nic, NicConfig, NicEnv, NicStats, Prefetchers, regs};
+use iovirt_core::{DmaPort, HostMemory, Hpa, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
+use iovirt_nic::{
+    BufferTouch, MAX_FRAME, Nic, NicConfig, NicEnv, NicStats, Prefetchers, RxOutcome, RxSlot, regs,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Memory the rings and buffers live in.
@@ -144,6 +151,29 @@ enum Op {
         head: Vec<u8>,
         fill: u8,
     },
+    /// A paravirtual backend claims the buffer at RDH for a frame.
+    Claim {
+        dst: Dst,
+        len: u16,
+    },
+    /// The backend writes `len` bytes of `fill` into the claimed buffer.
+    Place {
+        len: u16,
+        fill: u8,
+    },
+    /// The backend commits `len` bytes (by default the length it claimed)
+    /// in the claimed slot, or in a copy whose fields it forged.
+    Commit {
+        len: Option<u16>,
+        forge: Option<Forge>,
+    },
+}
+
+/// A backend lying about its slot.
+#[derive(Debug, Arbitrary)]
+struct Forge {
+    index: u8,
+    buffer_size: u16,
 }
 
 fn width(w: u8) -> Width {
@@ -155,23 +185,36 @@ fn width(w: u8) -> Width {
     }
 }
 
+impl Dst {
+    fn get(&self) -> [u8; 6] {
+        match *self {
+            Dst::Own => MAC,
+            Dst::Broadcast => [0xff; 6],
+            Dst::Multicast(g) => [0x01, 0x00, 0x5e, 0x00, g >> 4, g],
+            Dst::Raw(a) => a,
+        }
+    }
+}
+
+/// A frame length from the input: up to [`MAX_RX_FRAME`].
+fn frame_len(len: u16) -> usize {
+    usize::from(len) % (MAX_RX_FRAME + 1)
+}
+
 fn frame(dst: &Dst, len: u16, head: &[u8], fill: u8) -> Vec<u8> {
-    let len = usize::from(len) % (MAX_RX_FRAME + 1);
-    let mut f = vec![fill; len];
-    let dst = match *dst {
-        Dst::Own => MAC,
-        Dst::Broadcast => [0xff; 6],
-        Dst::Multicast(g) => [0x01, 0x00, 0x5e, 0x00, g >> 4, g],
-        Dst::Raw(a) => a,
-    };
-    for (b, s) in f.iter_mut().zip(dst.iter().chain(head)) {
+    let mut f = vec![fill; frame_len(len)];
+    for (b, s) in f.iter_mut().zip(dst.get().iter().chain(head)) {
         *b = *s;
     }
     f
 }
 
+/// Where `counters` puts `rx_frames` and `rx_backend_placed`.
+const RX_FRAMES: usize = 3;
+const RX_BACKEND_PLACED: usize = 12;
+
 /// The counters, to check none goes down.
-fn counters(s: &NicStats) -> [u64; 27] {
+fn counters(s: &NicStats) -> [u64; 29] {
     [
         s.tx_frames.get(),
         s.tx_bytes.get(),
@@ -185,6 +228,8 @@ fn counters(s: &NicStats) -> [u64; 27] {
         s.rx_oversize.get(),
         s.tx_oversize.get(),
         s.rx_null_buffers.get(),
+        s.rx_backend_placed.get(),
+        s.rx_backend_too_long.get(),
         s.dma_faults.get(),
         s.ring_errors.get(),
         s.tx_unsupported.get(),
@@ -255,6 +300,9 @@ fuzz_target!(|input: Input| {
 
     let mut sent = 0u64;
     let mut irqs: Vec<Irq> = Vec::new();
+    // The backend's last claimed slot, kept across operations (and across
+    // whatever the guest does to its ring in between).
+    let mut slot: Option<(RxSlot, usize)> = None;
     let mut before = counters(nic.stats());
     let setup_ops = setup.into_iter().map(|(offset, value)| Op::Write {
         offset: Offset::Raw(offset),
@@ -263,6 +311,8 @@ fuzz_target!(|input: Input| {
     });
     for op in setup_ops.chain(input.ops.into_iter().take(MAX_OPS)) {
         let sent_before = sent;
+        // A commit refused (it must have changed nothing), or one that stored.
+        let (mut refused, mut committed) = (false, false);
         {
             let mut dma = PassthroughDma::new(&mut mem);
             let mut net = |f: &[u8]| {
@@ -300,6 +350,41 @@ fuzz_target!(|input: Input| {
                     let f = frame(dst, *len, head, *fill);
                     nic.receive(&f, &mut env);
                 }
+                Op::Claim { dst, len } => {
+                    let len = frame_len(*len);
+                    if let Ok(s) = nic.rx_claim(dst.get(), len, &mut env) {
+                        assert_ne!(s.buffer.raw(), 0, "claimed a null buffer");
+                        assert!(s.buffer_size >= len, "{len} bytes claimed in {s:?}");
+                        slot = Some((s, len));
+                    }
+                }
+                Op::Place { len, fill } => {
+                    if let Some((s, _)) = &slot {
+                        let bytes = vec![*fill; usize::from(*len).min(s.buffer_size)];
+                        // The backend's own write: it may fault, as its buffer
+                        // address came from the guest.
+                        let _ = env.dma.dma_write(s.buffer, &bytes);
+                    }
+                }
+                Op::Commit { len, forge } => {
+                    if let Some((claimed, claimed_len)) = &slot {
+                        let mut s = *claimed;
+                        if let Some(f) = forge {
+                            s.index = u32::from(f.index);
+                            s.buffer_size = usize::from(f.buffer_size);
+                        }
+                        let len = len.map_or(*claimed_len, frame_len);
+                        match nic.rx_commit(&s, len, &mut env) {
+                            RxOutcome::Stored { descriptors, .. } => {
+                                assert_eq!(descriptors, 1);
+                                assert!(len <= s.buffer_size && len <= MAX_FRAME);
+                                committed = true;
+                            }
+                            RxOutcome::DmaFault => {}
+                            _ => refused = true,
+                        }
+                    }
+                }
             }
         }
         let after = counters(nic.stats());
@@ -308,6 +393,16 @@ fuzz_target!(|input: Input| {
         }
         // The frames the network saw are the frames counted.
         assert_eq!(after[0] - before[0], sent - sent_before);
+        if refused {
+            assert_eq!(after, before, "a refused commit changed a counter");
+            assert!(irqs.is_empty(), "a refused commit raised an interrupt");
+        }
+        // Only a commit that stored counts a placed frame, and as one frame.
+        let placed = after[RX_BACKEND_PLACED] - before[RX_BACKEND_PLACED];
+        assert_eq!(placed, u64::from(committed));
+        if committed {
+            assert_eq!(after[RX_FRAMES] - before[RX_FRAMES], 1);
+        }
         before = after;
         assert!(irqs.iter().all(|&i| i == IRQ));
         irqs.clear();

@@ -30,13 +30,24 @@
 //!   8254x reserves) makes the NIC prefetch the translation of its buffer
 //!   address through the DMA port, moving and sending nothing; DD is
 //!   written back when RS is set.
-//!
 //! - **Seed 000's device-side prefetchers** ([`Prefetchers`], all off by
 //!   default): after a frame is stored, the next RX descriptor at RDH and the
 //!   buffer it names (dummy read or null write); after a transmit, the next
 //!   TX descriptor at TDH and its buffer. Every DMA's [`iovirt_core::Cost`]
 //!   is counted as critical-path or prefetch, so the IOTLB misses a
 //!   prefetcher takes off the critical path show in [`NicStats`].
+//! - **A paravirtual backend's receive** ([`Nic::rx_claim`],
+//!   [`Nic::rx_commit`], [`RxSlot`]): a hypervisor that puts a received frame
+//!   into the guest's RX buffer itself (page flipping, say) claims the
+//!   buffer at RDH after the same checks as [`Nic::receive`], places the
+//!   frame in that one buffer, and commits it: the NIC writes the descriptor
+//!   back as for a frame it stored, moves RDH on, counts and signals it. A
+//!   commit after the guest reprogrammed its ring is refused and writes
+//!   nothing.
+//! - **Interrupt moderation**: RDTR/RADV delay RXT0, TIDV/TADV delay TXDW
+//!   of descriptors with IDE, RDTR.FPD flushes, and ITR spaces interrupts;
+//!   the NIC arms the platform's [`iovirt_core::Timers`] and the platform
+//!   calls [`Nic::on_timer`].
 //!
 //! ## Hostile guests
 //!
@@ -49,11 +60,6 @@
 //! written back. A descriptor fetch that faults stops the engine (the head
 //! stays on it); a TX buffer that faults drops its frame; an RX buffer or
 //! write-back that faults stops the frame. Each is counted. Nothing panics.
-//!
-//! - **Interrupt moderation**: RDTR/RADV delay RXT0, TIDV/TADV delay TXDW
-//!   of descriptors with IDE, RDTR.FPD flushes, and ITR spaces interrupts;
-//!   the NIC arms the platform's [`iovirt_core::Timers`] and the platform
-//!   calls [`Nic::on_timer`].
 //!
 //! ## Not modelled (yet)
 //!
@@ -68,6 +74,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod backend;
 pub mod desc;
 pub mod filter;
 mod moderation;
@@ -77,6 +84,7 @@ pub mod regs;
 mod rx;
 mod tx;
 
+pub use backend::RxSlot;
 pub use filter::{Accept, ReceiveFilter};
 pub use moderation::{
     ITR_TIMER, RX_ABSOLUTE_TIMER, RX_PACKET_TIMER, TX_ABSOLUTE_TIMER, TX_PACKET_TIMER,

@@ -67,6 +67,12 @@ pub struct NicStats {
     pub tx_oversize: Counter,
     /// RX descriptors with buffer address 0, skipped.
     pub rx_null_buffers: Counter,
+    /// Frames a paravirtual backend placed in a guest buffer itself and
+    /// committed with [`Nic::rx_commit`].
+    pub rx_backend_placed: Counter,
+    /// Frames [`Nic::rx_claim`] refused because they do not fit one
+    /// receive buffer (a backend places a frame in a single buffer).
+    pub rx_backend_too_long: Counter,
     /// Descriptor or buffer DMAs that faulted.
     pub dma_faults: Counter,
     /// Ring operations stopped by a bad ring (length 0, head or tail beyond it).
@@ -150,6 +156,12 @@ impl Ring {
         let n = self.count();
         n != 0 && self.head < n && self.tail < n
     }
+
+    /// The address of the descriptor at the head (meaningful when valid).
+    pub(crate) fn head_address(&self) -> u64 {
+        self.base()
+            .wrapping_add(u64::from(self.head) * crate::desc::DESC_SIZE)
+    }
 }
 
 /// An e1000-style NIC.
@@ -203,6 +215,10 @@ pub struct Nic {
     pub(crate) prefetchers: crate::prefetch::Prefetchers,
     /// Interrupt moderation state (ITR, RDTR/RADV, TIDV/TADV).
     pub(crate) moderation: crate::moderation::Moderation,
+    /// Bumped whenever the guest writes RDBAL, RDBAH, RDLEN or RDH, or the
+    /// device resets: a backend's claimed RX slot is stale once it moves.
+    /// Kept across resets so a reset can never bring an old value back.
+    pub(crate) rx_epoch: u64,
 }
 
 impl Nic {
@@ -222,7 +238,9 @@ impl Nic {
     /// choice are kept.
     pub fn reset(&mut self) {
         let frame = core::mem::take(&mut self.tx_frame);
+        let epoch = self.rx_epoch.wrapping_add(1);
         *self = Nic::after_reset(self.config, self.stats, self.prefetchers, frame);
+        self.rx_epoch = epoch;
     }
 
     /// The state reset leaves, keeping what survives it.
@@ -254,6 +272,7 @@ impl Nic {
             tx_discard: false,
             prefetchers,
             moderation: crate::moderation::Moderation::default(),
+            rx_epoch: 0,
         }
     }
 
@@ -449,6 +468,10 @@ impl Nic {
         N: NetworkPort + ?Sized,
         T: Timers + ?Sized,
     {
+        if matches!(offset, RDBAL | RDBAH | RDLEN | RDH) {
+            // The guest (re)programs its RX ring: slots claimed before are stale.
+            self.rx_epoch = self.rx_epoch.wrapping_add(1);
+        }
         match offset {
             CTRL => {
                 if value & Ctrl::RST.bits() != 0 {

@@ -19,7 +19,7 @@ use iovirt_core::{AccessKind, Cost, DmaPort, InterruptSink, Iova, NetworkPort, T
 use serde::{Deserialize, Serialize};
 use zerocopy::FromBytes;
 
-use crate::desc::{DESC_SIZE, RxDesc, TxDesc};
+use crate::desc::{RxDesc, TxDesc};
 use crate::nic::{Nic, NicEnv, Ring};
 
 /// How the RX buffer prefetcher touches the buffer.
@@ -177,6 +177,5 @@ impl Nic {
 
 /// The address of the descriptor at the ring's head, if the ring is valid.
 fn next_descriptor(ring: &Ring) -> Option<u64> {
-    ring.valid()
-        .then(|| ring.base().wrapping_add(u64::from(ring.head) * DESC_SIZE))
+    ring.valid().then(|| ring.head_address())
 }

@@ -4,7 +4,7 @@
 use iovirt_core::{AccessKind, DmaPort, InterruptSink, Iova, NetworkPort, Timers};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::desc::{DESC_SIZE, TxCmd, TxDesc, TxSta};
+use crate::desc::{TxCmd, TxDesc, TxSta};
 use crate::nic::{MAX_FRAME, Nic, NicEnv};
 use crate::regs::{Cause, Tctl};
 
@@ -43,10 +43,7 @@ impl Nic {
             if self.tx.head == self.tx.tail {
                 break;
             }
-            let at = self
-                .tx
-                .base()
-                .wrapping_add(u64::from(self.tx.head) * DESC_SIZE);
+            let at = self.tx.head_address();
             let mut raw = [0u8; 16];
             match env.dma.dma_read(Iova::new(at), &mut raw) {
                 Ok(cost) => self.count_critical(cost, false),
