@@ -1,4 +1,5 @@
-//! A reusable buffer for assembling a frame from pieces.
+//! Reusable frame storage: a buffer to assemble one frame from pieces,
+//! and a queue of whole frames.
 
 /// A byte buffer that a frame is assembled into, piece by piece, and that is
 /// reused for the next frame without being zeroed again.
@@ -83,6 +84,65 @@ impl FrameBuf {
     }
 }
 
+/// Frames in order, stored end to end in one reusable buffer: a wire's
+/// frames in flight, or the frames a device sent during one call. Once its
+/// buffers have grown to the traffic, pushing a frame allocates nothing.
+///
+/// ```
+/// use iovirt_core::FrameQueue;
+///
+/// let mut q = FrameQueue::default();
+/// q.push(b"first");
+/// q.push(b"second");
+/// assert_eq!(q.frames().collect::<Vec<_>>(), [&b"first"[..], &b"second"[..]]);
+/// q.clear();
+/// assert!(q.is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FrameQueue {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl FrameQueue {
+    /// Appends a frame.
+    pub fn push(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The frames, oldest first.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let starts = core::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .filter_map(|(a, b)| self.bytes.get(a..b))
+    }
+
+    /// Frames queued.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Empties the queue; the storage is kept.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// A device's transmitted frames queue up for the platform to route.
+impl crate::NetworkPort for FrameQueue {
+    fn send(&mut self, frame: &[u8]) {
+        self.push(frame);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +159,17 @@ mod tests {
         assert_eq!(f.len(), 6);
         assert_eq!(f.append(usize::MAX), None);
         assert_eq!(f.len(), 6);
+    }
+
+    #[test]
+    fn a_queue_keeps_empty_frames_and_order() {
+        let mut q = FrameQueue::default();
+        q.push(b"ab");
+        q.push(b"");
+        q.push(b"c");
+        let frames: Vec<&[u8]> = q.frames().collect();
+        assert_eq!(frames, [&b"ab"[..], &b""[..], &b"c"[..]]);
+        assert_eq!(q.len(), 3);
     }
 
     #[test]

@@ -24,8 +24,9 @@
 //! - **Virtual time and cost**: [`SimTime`], [`SimDuration`], and the
 //!   [`CostModel`] that turns a [`Cost`] into time. Nothing here reads a wall
 //!   clock.
-//! - **Frame assembly**: [`FrameBuf`], a reusable buffer that a frame is
-//!   gathered into without zeroing it first.
+//! - **Frame storage**: [`FrameBuf`], a reusable buffer that a frame is
+//!   gathered into without zeroing it first, and [`FrameQueue`], frames in
+//!   order in one reusable buffer.
 //! - **Statistics**: [`Counter`] and the [`Stats`] trait, serialisable with serde.
 //!
 //! ## What it does not model
@@ -80,7 +81,7 @@ pub use cost::{Cost, CostModel, ETHERNET_WIRE_OVERHEAD};
 pub use dma::{DmaFault, DmaPort, FaultReason, PassthroughDma};
 pub use flat_memory::{FlatMemory, MAX_FLAT_MEMORY};
 pub use frame_alloc::{BitmapFrameAllocator, FrameAllocator, FrameError};
-pub use frame_buf::FrameBuf;
+pub use frame_buf::{FrameBuf, FrameQueue};
 pub use host_memory::{BadMemorySize, HostMemory, MAX_HOST_MEMORY};
 pub use irq::{InterruptSink, Irq};
 pub use mem::{MemError, PhysMemory, check_range};

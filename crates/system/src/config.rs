@@ -19,6 +19,8 @@ pub struct Config {
     pub cost_model: CostModel,
     /// The `iotlb-prefetch` scenario.
     pub iotlb_prefetch: Params,
+    /// The `demux` scenario.
+    pub demux: crate::demux::Params,
 }
 
 /// A configuration that cannot be used, with the field to blame.
@@ -42,13 +44,7 @@ impl Config {
     /// Parses and checks a configuration.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        config
-            .iotlb_prefetch
-            .validate()
-            .map_err(|(field, reason)| ConfigError::Invalid {
-                field: format!("iotlb_prefetch.{field}"),
-                reason,
-            })?;
+        config.validate()?;
         if config.cost_model.wire_bits_per_sec == 0 {
             return Err(ConfigError::Invalid {
                 field: "cost_model.wire_bits_per_sec".to_owned(),
@@ -56,6 +52,20 @@ impl Config {
             });
         }
         Ok(config)
+    }
+
+    /// Checks every scenario's values, naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(table: &'static str) -> impl Fn((&str, String)) -> ConfigError {
+            move |(field, reason)| ConfigError::Invalid {
+                field: format!("{table}.{field}"),
+                reason,
+            }
+        }
+        self.iotlb_prefetch
+            .validate()
+            .map_err(invalid("iotlb_prefetch"))?;
+        self.demux.validate().map_err(invalid("demux"))
     }
 
     /// The built-in configuration.

@@ -7,14 +7,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use iovirt::config::{Config, DEFAULT_CONFIG};
-use iovirt::iotlb_prefetch;
-use iovirt::report::PrefetchReport;
+use iovirt::report::{DemuxReport, PrefetchReport};
+use iovirt::{demux, iotlb_prefetch};
 
 /// Scenarios this build knows, with one line each.
-const SCENARIOS: [(&str, &str); 1] = [(
-    "iotlb-prefetch",
-    "seed 000: IOTLB misses on the receive critical path, prefetchers off/device/driver/both",
-)];
+const SCENARIOS: [(&str, &str); 2] = [
+    (
+        "iotlb-prefetch",
+        "seed 000: IOTLB misses on the receive critical path, prefetchers off/device/driver/both",
+    ),
+    (
+        "demux",
+        "seed 002: bytes the host copies per frame, copy vs page-flip demultiplexer, N VMs",
+    ),
+];
 
 #[derive(Parser)]
 #[command(
@@ -120,10 +126,9 @@ fn run(
     }
     if let Some(frames) = frames {
         cfg.iotlb_prefetch.frames = frames;
+        cfg.demux.frames = frames;
     }
-    cfg.iotlb_prefetch
-        .validate()
-        .map_err(|(field, reason)| (USAGE, format!("`iotlb_prefetch.{field}`: {reason}")))?;
+    cfg.validate().map_err(|e| (USAGE, e.to_string()))?;
     let mut capture = match &pcap {
         Some(path) => {
             Some(Capture::create(path).map_err(|e| (USAGE, format!("{}: {e}", path.display())))?)
@@ -136,26 +141,63 @@ fn run(
             c.record(frame, &cost_model);
         }
     };
-    let rows = iotlb_prefetch::run_tapped(&cfg.iotlb_prefetch, &cfg.cost_model, cfg.seed, &mut tap)
-        .map_err(|e| (1, format!("iotlb-prefetch: {e}")))?;
+    let selected = |name: &str| scenario == "all" || scenario == name;
+    let mut tables = Vec::new();
+    let mut values = Vec::new();
+    let to_json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| (1, e.to_string()));
+    if selected("iotlb-prefetch") {
+        let rows =
+            iotlb_prefetch::run_tapped(&cfg.iotlb_prefetch, &cfg.cost_model, cfg.seed, &mut tap)
+                .map_err(|e| (1, format!("iotlb-prefetch: {e}")))?;
+        let report = PrefetchReport {
+            scenario: "iotlb-prefetch",
+            seed: cfg.seed,
+            params: cfg.iotlb_prefetch.clone(),
+            cost_model: cfg.cost_model,
+            rows,
+        };
+        tables.push(report.table());
+        values.push(to_json(serde_json::to_value(&report))?);
+    }
+    if selected("demux") {
+        let rows = demux::run_tapped(&cfg.demux, &cfg.cost_model, cfg.seed, &mut tap)
+            .map_err(|e| (1, format!("demux: {e}")))?;
+        let report = DemuxReport {
+            scenario: "demux",
+            seed: cfg.seed,
+            params: cfg.demux.clone(),
+            cost_model: cfg.cost_model,
+            rows,
+        };
+        tables.push(report.table());
+        values.push(to_json(serde_json::to_value(&report))?);
+    }
     if let (Some(c), Some(path)) = (capture, &pcap) {
         c.finish()
             .map_err(|e| (1, format!("{}: {e}", path.display())))?;
     }
-    let report = PrefetchReport {
-        scenario: "iotlb-prefetch",
-        seed: cfg.seed,
-        params: cfg.iotlb_prefetch,
-        cost_model: cfg.cost_model,
-        rows,
-    };
     if json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| (1, e.to_string()))?;
-        println!("{text}");
+        // One scenario: its report; several: `{"reports": [...]}`.
+        let value = match <[serde_json::Value; 1]>::try_from(values) {
+            Ok([one]) => one,
+            Err(all) => serde_json::json!({ "reports": all }),
+        };
+        let text = serde_json::to_string_pretty(&value).map_err(|e| (1, e.to_string()))?;
+        emit(&format!("{text}\n"))
     } else {
-        print!("{}", report.table());
+        emit(&tables.join("\n"))
     }
-    Ok(())
+}
+
+/// Writes the report to stdout. A reader that closed the pipe early (`iovirt
+/// run | head`) has what it wanted: not an error.
+fn emit(text: &str) -> Result<(), (u8, String)> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err((1, e.to_string())),
+        _ => Ok(()),
+    }
 }
 
 /// A pcap file of every frame on the wire, stamped with virtual time: each

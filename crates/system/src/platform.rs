@@ -3,8 +3,8 @@
 //! its own guest-physical memory, as its driver must.
 
 use iovirt_core::{
-    BadMemorySize, BitmapFrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq, MemError,
-    MmioDevice, PhysMemory, RegisterAccess, TimerQueue, Width, check_range,
+    BadMemorySize, BitmapFrameAllocator, FrameQueue, Gpa, HostMemory, Hpa, InterruptSink, Iova,
+    Irq, MemError, MmioDevice, PhysMemory, RegisterAccess, TimerQueue, Width, check_range,
 };
 use iovirt_iommu::{
     BadIotlbConfig, ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig,
@@ -20,41 +20,7 @@ pub const GUEST: u64 = 16 * MIB;
 
 /// Frames in flight on one direction of the wire, kept in one reusable
 /// buffer (no allocation per frame once warm).
-#[derive(Debug, Default)]
-pub struct Wire {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Wire {
-    fn push(&mut self, frame: &[u8]) {
-        self.bytes.extend_from_slice(frame);
-        self.ends.push(self.bytes.len());
-    }
-
-    /// The frames, oldest first.
-    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let starts = core::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .filter_map(|(a, b)| self.bytes.get(a..b))
-    }
-
-    /// Frames waiting.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Whether no frame waits.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-}
+pub type Wire = FrameQueue;
 
 /// Counts interrupts without storing them (the drivers poll), so the hot
 /// path allocates nothing.
@@ -176,6 +142,9 @@ pub enum PlatformError {
     /// Guest memory refused a driver's access.
     #[error("guest memory: {0}")]
     Guest(MemError),
+    /// The host (its memory, its network) refused.
+    #[error("host: {0}")]
+    Host(#[from] iovirt_vmm::VmmError),
     /// The traffic could not make progress (a ring stayed full).
     #[error("the traffic stalled: a TX ring stayed full")]
     Stalled,

@@ -6,21 +6,74 @@ use core::fmt::Write as _;
 use iovirt_core::CostModel;
 use serde::Serialize;
 
-use crate::iotlb_prefetch::{Params, Row};
+use crate::{demux, iotlb_prefetch};
 
-/// Everything one `iotlb-prefetch` run produced.
+/// Everything one scenario's run produced.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PrefetchReport {
+pub struct Report<P, R> {
     /// The scenario's name.
     pub scenario: &'static str,
     /// The seed of the random choices.
     pub seed: u64,
     /// What was run.
-    pub params: Params,
+    pub params: P,
     /// The cost model that turned counts into time.
     pub cost_model: CostModel,
     /// One row per configuration.
-    pub rows: Vec<Row>,
+    pub rows: Vec<R>,
+}
+
+/// The `iotlb-prefetch` report.
+pub type PrefetchReport = Report<iotlb_prefetch::Params, iotlb_prefetch::Row>;
+
+/// The `demux` report.
+pub type DemuxReport = Report<demux::Params, demux::Row>;
+
+impl DemuxReport {
+    /// The table: one line per run, grouped by VM count and frame length,
+    /// the baseline (copy) first.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "demux: seed 002's demultiplexers, {} frames from the wire per run",
+            self.params.frames
+        );
+        let _ = writeln!(out, "headline: bytes the host copies per frame\n");
+        let _ = writeln!(
+            out,
+            "{:>3}  {:>5}  {:<5}  {:>8}  {:>11}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}",
+            "vms",
+            "len",
+            "demux",
+            "frames",
+            "copied B/fr",
+            "remaps/fr",
+            "invals/fr",
+            "zeroed/fr",
+            "host ns/fr",
+            "Mframes/vsec",
+            "corrupted"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{:>3}  {:>5}  {:<5}  {:>8}  {:>11.1}  {:>8.3}  {:>9.3}  {:>8.3}  {:>11.1}  {:>12.3}  {:>9}",
+                r.vms,
+                r.frame_len,
+                format!("{:?}", r.demux).to_lowercase(),
+                r.frames,
+                r.bytes_copied_per_frame,
+                r.remaps_per_frame,
+                r.invalidations_per_frame,
+                r.pages_zeroed_per_frame,
+                r.host_ns_per_frame,
+                r.frames_per_virtual_sec / 1e6,
+                r.corrupted
+            );
+        }
+        out
+    }
 }
 
 impl PrefetchReport {

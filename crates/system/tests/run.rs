@@ -6,8 +6,10 @@
 
 use std::process::Command;
 
+use iovirt::demux;
 use iovirt::iotlb_prefetch::{self, BufferPlacement, Params, PrefetchMode};
 use iovirt_core::CostModel;
+use iovirt_vmm::DemuxMode;
 
 fn iovirt(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_iovirt"))
@@ -53,10 +55,69 @@ fn the_same_seed_gives_the_same_report() {
     let b = iovirt(&["run", "--json", "--frames", "200", "--seed", "7"]);
     assert!(a.status.success());
     assert_eq!(a.stdout, b.stdout);
-    let report: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
-    assert_eq!(report["scenario"], "iotlb-prefetch");
-    assert_eq!(report["seed"], 7);
-    assert_eq!(report["rows"].as_array().unwrap().len(), 24);
+    let all: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let reports = all["reports"].as_array().unwrap();
+    let shape: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            (
+                r["scenario"].as_str(),
+                r["seed"].as_u64(),
+                r["rows"].as_array().map(Vec::len),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (Some("iotlb-prefetch"), Some(7), Some(24)),
+            (Some("demux"), Some(7), Some(8))
+        ]
+    );
+}
+
+#[test]
+fn the_page_flip_demultiplexer_copies_nothing_on_the_same_traffic() {
+    let params = demux::Params {
+        frames: 300,
+        broadcast_every: 0,
+        ..demux::Params::default()
+    };
+    let rows = demux::run(&params, &CostModel::default(), 5).unwrap();
+    assert_eq!(rows.len(), 8);
+    for r in &rows {
+        assert_eq!(
+            (r.frames, r.corrupted),
+            (300, 0),
+            "every frame, byte-exact: {r:?}"
+        );
+        match r.demux {
+            DemuxMode::Copy => {
+                assert_eq!(r.bytes_copied_per_frame, r.frame_len as f64, "{r:?}");
+                assert_eq!(r.remaps_per_frame, 0.0);
+            }
+            DemuxMode::Flip => {
+                assert_eq!(r.bytes_copied_per_frame, 0.0, "{r:?}");
+                assert_eq!(r.remaps_per_frame, 1.0, "{r:?}");
+                // Each remapped page, given back by its guest, is unmapped
+                // with its translation invalidated and cleared.
+                assert!(r.invalidations_per_frame > 0.95, "{r:?}");
+                assert!(r.pages_zeroed_per_frame > 0.95, "{r:?}");
+            }
+        }
+    }
+    // Broadcasts cannot be flipped into several VMs: they are copied.
+    let params = demux::Params {
+        frames: 100,
+        broadcast_every: 10,
+        vms: vec![3],
+        frame_lens: vec![200],
+        ..demux::Params::default()
+    };
+    let rows = demux::run(&params, &CostModel::default(), 5).unwrap();
+    let flip = rows.iter().find(|r| r.demux == DemuxMode::Flip).unwrap();
+    assert_eq!((flip.frames, flip.corrupted), (90 + 10 * 3, 0));
+    assert_eq!(flip.bytes_copied_per_frame, (10 * 3 * 200) as f64 / 120.0);
 }
 
 #[test]
@@ -87,7 +148,11 @@ fn user_errors_are_reported() {
     let out = iovirt(&["run", "--frames", "lots"]);
     assert!(!out.status.success());
     let listed = String::from_utf8(iovirt(&["list"]).stdout).unwrap();
-    assert!(listed.starts_with("iotlb-prefetch"));
+    let names: Vec<_> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["iotlb-prefetch", "demux"]);
 }
 
 #[test]
@@ -104,7 +169,13 @@ fn config_files_run_and_their_errors_name_the_field() {
         "seed = 3\n[iotlb_prefetch]\nframes = 50\niotlb_entries = [4]\n",
     )
     .unwrap();
-    let out = iovirt(&["run", "--json", "--config", good.to_str().unwrap()]);
+    let out = iovirt(&[
+        "run",
+        "iotlb-prefetch",
+        "--json",
+        "--config",
+        good.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -128,6 +199,11 @@ fn config_files_run_and_their_errors_name_the_field() {
             .unwrap()
             .contains("`iotlb_prefetch.frame_len`")
     );
+    std::fs::write(&bad, "[demux]\nvms = [2, 0]\n").unwrap();
+    let out = iovirt(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("`demux.vms`: 0 VMs"), "{err}");
     let out = iovirt(&[
         "run",
         "--config",
@@ -140,7 +216,14 @@ fn config_files_run_and_their_errors_name_the_field() {
 #[test]
 fn pcap_captures_every_frame_in_virtual_time() {
     let path = std::env::temp_dir().join(format!("iovirt-pcap-test-{}.pcap", std::process::id()));
-    let out = iovirt(&["run", "--frames", "20", "--pcap", path.to_str().unwrap()]);
+    let out = iovirt(&[
+        "run",
+        "iotlb-prefetch",
+        "--frames",
+        "20",
+        "--pcap",
+        path.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -269,6 +269,37 @@ impl Host {
         })
     }
 
+    /// Reads guest memory without bringing anything in: a resident page from
+    /// its frame, a swapped page from the store, any other page as zeros.
+    /// What the guest would read, with no fault and no counter moved (the
+    /// view of a debugger, or of a register-only access path).
+    pub fn peek(&self, vm: VmId, gpa: Gpa, buf: &mut [u8]) -> Result<(), VmmError> {
+        self.gfn(vm, gpa.raw(), buf.len() as u64)?;
+        let pages = &self.vm(vm)?.pages;
+        let mut pos = gpa.raw();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let off = (pos % PAGE) as usize;
+            let n = rest.len().min(PAGE as usize - off);
+            let (now, later) = rest.split_at_mut(n);
+            match pages.get((pos / PAGE) as usize) {
+                Some(Page::Resident { frame, .. }) => {
+                    self.mem.read(Hpa::new(frame.raw() + off as u64), now)?;
+                }
+                Some(Page::Swapped(slot)) => {
+                    match self.store.get(*slot).and_then(|p| p.get(off..off + n)) {
+                        Some(src) => now.copy_from_slice(src),
+                        None => now.fill(0),
+                    }
+                }
+                _ => now.fill(0),
+            }
+            pos += n as u64;
+            rest = later;
+        }
+        Ok(())
+    }
+
     /// The guest CPU writes `data` at `gpa`, bringing pages in as `read` does.
     pub fn write(&mut self, vm: VmId, gpa: Gpa, data: &[u8]) -> Result<(), VmmError> {
         let mut done = 0usize;
@@ -420,6 +451,11 @@ impl Host {
             Page::Resident { frame, .. } => Some(Hpa::new(frame.raw() + gpa.raw() % PAGE)),
             _ => None,
         }
+    }
+
+    /// The guest-physical memory size of `vm` in bytes; 0 for no VM.
+    pub fn vm_memory(&self, vm: VmId) -> u64 {
+        self.vm(vm).map_or(0, |v| v.pages.len() as u64 * PAGE)
     }
 
     /// Data frames holding a guest page now.
@@ -638,9 +674,16 @@ impl Host {
         Ok(())
     }
 
+    /// Zeroes a frame (the host's cost of handing it on), counted.
+    fn zero_frame(&mut self, frame: Hpa) -> Result<(), VmmError> {
+        self.mem.discard(frame, PAGE)?;
+        self.stats.frames_zeroed.inc();
+        Ok(())
+    }
+
     /// Zeroes a frame and returns it to the host.
     fn release_frame(&mut self, frame: Hpa) -> Result<(), VmmError> {
-        self.mem.discard(frame, PAGE)?;
+        self.zero_frame(frame)?;
         if let Some((_, o)) = self.owner_mut(frame) {
             *o = None;
         }

@@ -1,5 +1,5 @@
-//! The hypervisor side of iovirt: VMs, their guest-physical memory, and the
-//! host MMU that backs it.
+//! The hypervisor side of iovirt: VMs, their guest-physical memory, the
+//! host MMU that backs it, and the host's network of vNICs.
 //!
 //! # What it models
 //!
@@ -10,7 +10,7 @@
 //!   physical, as with VT-d device assignment.
 //! - **Demand paging and oversubscription.** A page gets a frame the first
 //!   time it is touched (a minor fault: a zeroed frame). When frames run
-//!   out, a clock over the frames picks an unpinned page. That page is
+//!   out, the unpinned page that came in first (FIFO) goes. That page is
 //!   unmapped, the IOTLB is told (a page-selective invalidation), its
 //!   contents go to a swap store, and its frame is zeroed before reuse. The
 //!   next touch brings it back (a major fault).
@@ -23,6 +23,19 @@
 //!   device's retry succeeds.
 //! - **Pinning** keeps pages of an assigned device that cannot take faults
 //!   in their frames.
+//! - **Page flipping (seed 002).** [`Host::lend_page`] unmaps a guest page,
+//!   invalidates its translation and zeroes its frame into a DMA buffer
+//!   pool; [`Host::adopt_frame`] maps a pool frame in under a guest page.
+//! - **The host's network** ([`Network`]). Each VM gets an emulated
+//!   `iovirt-nic` (a vNIC) whose DMA reaches its memory through the host
+//!   MMU ([`GuestDma`]); its driver reaches it through [`GuestBus`]. A
+//!   switch by MAC address joins the vNICs and the physical NIC (the
+//!   uplink, driven by the host with untranslated DMA). Frames from the wire
+//!   reach their VM through one of seed 002's demultiplexers
+//!   ([`DemuxMode`]): the baseline copies each frame from a host buffer;
+//!   the enhanced one lends the guests' receive pages to a pool the
+//!   physical NIC receives into, and remaps the page holding a frame under
+//!   the destination's next receive buffer, with no copy.
 //! - **Interrupt injection.** Each VM has a [`Lapic`], an `InterruptSink`
 //!   for its devices. It models the IRR and ISR, coalescing per vector,
 //!   priority classes, acknowledge and EOI, and illegal vectors 0 to 15
@@ -30,8 +43,8 @@
 //!
 //! # What it does not model (yet)
 //!
-//! vNICs and their backends (switch, the seed 002 demultiplexers, the seed
-//! 003 crossover), APIC features beyond fixed delivery to one CPU (TPR,
+//! The seed 003 crossover, a learning switch (the switch knows the MAC
+//! address each vNIC was given), VLANs, offloads, APIC features beyond fixed delivery to one CPU (TPR,
 //! logical destinations, IPIs, timers), and swap latency. Costs come from
 //! the counters in [`VmmStats`] through the integration crate's cost model.
 //!
@@ -77,9 +90,11 @@
 
 mod host;
 mod lapic;
+mod net;
 mod stats;
 mod swap;
 
 pub use host::{FaultService, Host, HostConfig, SwapOut, VmConfig, VmId, VmmError};
 pub use lapic::{ESR_RECEIVE_ILLEGAL_VECTOR, Lapic, LapicStats};
+pub use net::{DemuxMode, GuestBus, GuestDma, NetStats, Network, NetworkConfig};
 pub use stats::VmmStats;

@@ -24,6 +24,8 @@ pub struct VmmStats {
     pub dma_faults_serviced: Counter,
     /// Device DMA faults outside the VM's memory, dropped by the handler.
     pub dma_faults_refused: Counter,
+    /// Frames zeroed before changing hands (swap-out, lending, recycling).
+    pub frames_zeroed: Counter,
     /// Guest pages given to a page-flip buffer pool (seed 002).
     pub pages_lent: Counter,
     /// Pool frames mapped in as guest pages: the remaps of page flipping.

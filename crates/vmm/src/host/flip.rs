@@ -32,7 +32,7 @@ impl Host {
             }
             Page::Resident { frame, .. } => {
                 self.unmap_page(vm, gfn)?;
-                self.mem.discard(frame, PAGE)?;
+                self.zero_frame(frame)?;
                 if let Some((_, o)) = self.owner_mut(frame) {
                     *o = None;
                 }
@@ -71,7 +71,7 @@ impl Host {
             }
             Page::Resident { frame: old, .. } => {
                 self.unmap_page(vm, gfn)?;
-                self.mem.discard(old, PAGE)?;
+                self.zero_frame(old)?;
                 if let Some((_, o)) = self.owner_mut(old) {
                     *o = None;
                 }
@@ -110,6 +110,23 @@ impl Host {
             return Err(VmmError::NotPoolFrame(frame));
         }
         self.release_frame(frame)
+    }
+
+    /// Zeroes a pool frame before it is reused: a NIC overwrites only the
+    /// bytes of the next packet, and the rest must not show the last one.
+    pub fn zero_pool_frame(&mut self, frame: Hpa) -> Result<(), VmmError> {
+        if !self.is_pool_frame(frame) {
+            return Err(VmmError::NotPoolFrame(frame));
+        }
+        self.zero_frame(frame)?;
+        Ok(())
+    }
+
+    /// Host memory for the host's own drivers (rings and buffers in pool
+    /// frames); guest pages are reached through [`Host::read`] and
+    /// [`Host::write`].
+    pub(crate) fn mem_mut(&mut self) -> &mut iovirt_core::HostMemory {
+        &mut self.mem
     }
 
     /// Whether `frame` is a data frame in use that backs no guest page.

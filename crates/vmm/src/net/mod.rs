@@ -1,0 +1,350 @@
+//! The host's network: a vNIC per VM, a switch by MAC address, and the
+//! physical NIC (the uplink) with the demultiplexer that hands its received
+//! frames to the vNICs, by copy or by page flipping (seed 002).
+//!
+//! Each vNIC is an emulated [`Nic`]: the guest's driver programs its
+//! registers through [`Network::mmio_write`] and its DMA reaches the VM's
+//! memory through the host MMU ([`GuestDma`]). A frame a vNIC transmits is
+//! switched by destination MAC: to another vNIC (a copy into that VM's
+//! receive buffer), or out of the uplink; broadcast and multicast go to
+//! every other port. A frame the uplink receives is demultiplexed to the
+//! vNIC owning its destination MAC.
+
+mod bus;
+mod demux;
+mod guest_dma;
+mod uplink;
+
+use iovirt_core::{Counter, FrameBuf, FrameQueue, Irq, MmioDevice, TimerQueue, Width};
+use iovirt_iommu::RequesterId;
+use iovirt_nic::{Nic, NicConfig, NicEnv, regs};
+use serde::{Deserialize, Serialize};
+
+use crate::VmmError;
+use crate::host::{Host, VmId};
+
+pub use bus::GuestBus;
+pub use guest_dma::GuestDma;
+use uplink::Uplink;
+
+/// How the uplink's received frames reach the VMs (seed 002).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DemuxMode {
+    /// Baseline: the physical NIC receives into host buffers and the VMM
+    /// copies each frame into the destination VM's receive buffer.
+    Copy,
+    /// Enhanced: guests' receive pages are lent to a pool the physical NIC
+    /// receives into, and the page holding a frame is remapped under the
+    /// destination VM's next receive buffer. No copy.
+    Flip,
+}
+
+/// The host's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The physical NIC's MAC address.
+    pub uplink_mac: [u8; 6],
+    /// The physical NIC's requester ID (its DMA is untranslated).
+    pub uplink_requester: RequesterId,
+    /// Receive descriptors of the physical NIC's ring (8 to 256, a multiple
+    /// of 8): the ring and its buffers are host frames.
+    pub uplink_rx_descriptors: u16,
+    /// Transmit descriptors of the physical NIC's ring (8 to 256, a
+    /// multiple of 8).
+    pub uplink_tx_descriptors: u16,
+    /// Copy or page-flip demultiplexing.
+    pub demux: DemuxMode,
+}
+
+/// What the network did, for a researcher's report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NetStats {
+    /// Frames the physical NIC took off the wire and handed to the host.
+    pub uplink_rx_frames: Counter,
+    /// Frames the physical NIC put on the wire.
+    pub uplink_tx_frames: Counter,
+    /// Frames from one vNIC to another on this host (switched locally).
+    pub local_frames: Counter,
+    /// Frames placed in a VM's receive buffer by a copy.
+    pub copies: Counter,
+    /// Bytes so copied.
+    pub bytes_copied: Counter,
+    /// Frames placed in a VM by remapping the page holding them.
+    pub flips: Counter,
+    /// Frames the page-flip demultiplexer had to copy: to several VMs
+    /// (broadcast), into a buffer not a whole page, or into a pinned page.
+    pub flip_fallbacks: Counter,
+    /// Guest receive pages lent to the buffer pool.
+    pub pages_lent: Counter,
+    /// Pool frames that held a frame no VM took, zeroed and reused.
+    pub pool_recycled: Counter,
+    /// Times the physical NIC's ring could not be refilled: the pool was
+    /// empty (guests posted no receive buffers).
+    pub pool_empty: Counter,
+    /// Frames for no vNIC on this host, dropped.
+    pub no_destination: Counter,
+    /// Frames a vNIC refused (receiver off, filter, no descriptor, fault).
+    pub vnic_refused: Counter,
+    /// Frames a vNIC sent to its own MAC address, not sent back.
+    pub hairpin_drops: Counter,
+    /// Frames for the wire dropped because the physical NIC's transmit ring
+    /// was full.
+    pub uplink_tx_full: Counter,
+    /// Interrupts injected into guests by their vNICs.
+    pub interrupts_injected: Counter,
+}
+
+/// One VM's emulated NIC.
+#[derive(Debug)]
+struct Vnic {
+    vm: VmId,
+    mac: [u8; 6],
+    nic: Nic,
+    timers: TimerQueue,
+    /// Interrupts raised during one call, injected after it.
+    irqs: Vec<Irq>,
+}
+
+/// The host's network: vNICs, switch, uplink and demultiplexer.
+#[derive(Debug)]
+pub struct Network {
+    config: NetworkConfig,
+    vnics: Vec<Vnic>,
+    uplink: Uplink,
+    /// Zeroed host frames the physical NIC may receive into (flip mode).
+    pool: Vec<iovirt_core::Hpa>,
+    /// Frames a vNIC transmitted during one call, switched after it.
+    pending: FrameQueue,
+    /// Frames the physical NIC transmitted, for the platform's wire.
+    outgoing: FrameQueue,
+    /// One frame read out of a host buffer.
+    scratch: FrameBuf,
+    stats: NetStats,
+}
+
+/// A vNIC's environment for one call.
+type VnicEnv<'a> = NicEnv<'a, GuestDma<'a>, Vec<Irq>, FrameQueue, TimerQueue>;
+
+impl Network {
+    /// The network of `host`: attaches the physical NIC, gives it its rings
+    /// and (in copy mode) its host buffers, and enables it.
+    pub fn new(host: &mut Host, config: NetworkConfig) -> Result<Network, VmmError> {
+        let uplink = Uplink::new(host, &config)?;
+        let mut net = Network {
+            config,
+            vnics: Vec::new(),
+            uplink,
+            pool: Vec::new(),
+            pending: FrameQueue::default(),
+            outgoing: FrameQueue::default(),
+            scratch: FrameBuf::with_capacity(iovirt_nic::MAX_FRAME),
+            stats: NetStats::default(),
+        };
+        net.refill_uplink(host)?;
+        Ok(net)
+    }
+
+    /// Gives `vm` an emulated NIC with MAC address `mac` raising `irq`
+    /// (the MSI data; its low byte is the vector).
+    pub fn add_vnic(
+        &mut self,
+        host: &mut Host,
+        vm: VmId,
+        mac: [u8; 6],
+        irq: Irq,
+    ) -> Result<(), VmmError> {
+        host.lapic(vm)?;
+        if self.vnics.iter().any(|v| v.vm == vm) {
+            return Err(VmmError::BadVm("the VM has a vNIC already"));
+        }
+        if mac == self.config.uplink_mac || self.vnics.iter().any(|v| v.mac == mac) {
+            return Err(VmmError::BadVm("MAC address already in use"));
+        }
+        if mac[0] & 1 != 0 {
+            return Err(VmmError::BadVm("a multicast MAC address"));
+        }
+        self.vnics.push(Vnic {
+            vm,
+            mac,
+            nic: Nic::new(NicConfig { mac, irq }),
+            timers: TimerQueue::new(),
+            irqs: Vec::new(),
+        });
+        let index = self.vnics.len();
+        self.uplink.accept_mac(host, index, mac, &mut self.outgoing);
+        Ok(())
+    }
+
+    /// The guest of `vm` reads a register of its vNIC; 0 if it has none.
+    pub fn mmio_read(&mut self, host: &mut Host, vm: VmId, offset: u64, width: Width) -> u64 {
+        let Some(i) = self.vnic_index(vm) else {
+            return 0;
+        };
+        self.with_vnic(host, i, |nic, env| nic.mmio_read(offset, width, env))
+            .unwrap_or(0)
+    }
+
+    /// The guest of `vm` writes a register of its vNIC. Frames the write
+    /// makes it transmit are switched before this returns; in flip mode, a
+    /// receive tail (RDT) that moves lends the newly posted pages.
+    pub fn mmio_write(&mut self, host: &mut Host, vm: VmId, offset: u64, width: Width, value: u64) {
+        let Some(i) = self.vnic_index(vm) else {
+            return;
+        };
+        let lend = self.config.demux == DemuxMode::Flip && offset == regs::RDT;
+        let before = if lend { self.rx_tail(host, i) } else { 0 };
+        let wrote = self.with_vnic(host, i, |nic, env| {
+            nic.mmio_write(offset, width, value, env);
+        });
+        if wrote.is_err() {
+            return;
+        }
+        if lend {
+            self.lend_posted(host, i, before);
+        }
+        self.switch_pending(host, i);
+    }
+
+    /// `vm`'s view of its vNIC and its memory, for its driver.
+    pub fn guest<'a>(&'a mut self, host: &'a mut Host, vm: VmId) -> GuestBus<'a> {
+        GuestBus::new(self, host, vm)
+    }
+
+    /// A frame arrives from the wire at the physical NIC: it is received
+    /// into a host buffer (or pool frame) and demultiplexed to its VM.
+    pub fn receive_from_wire(&mut self, host: &mut Host, frame: &[u8]) -> Result<(), VmmError> {
+        self.uplink.receive(host, frame, &mut self.outgoing);
+        self.demux_uplink(host)?;
+        self.refill_uplink(host)
+    }
+
+    /// Hands every frame the physical NIC transmitted to `wire`, oldest
+    /// first, and forgets them.
+    pub fn drain_outgoing(&mut self, mut wire: impl FnMut(&[u8])) {
+        for frame in self.outgoing.frames() {
+            wire(frame);
+        }
+        self.outgoing.clear();
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// The vNIC of `vm` (its registers' state and counters).
+    pub fn vnic(&self, vm: VmId) -> Option<&Nic> {
+        self.vnics.iter().find(|v| v.vm == vm).map(|v| &v.nic)
+    }
+
+    /// The physical NIC.
+    pub fn uplink(&self) -> &Nic {
+        &self.uplink.nic
+    }
+
+    /// Frames waiting in the buffer pool (flip mode).
+    pub fn pool_frames(&self) -> usize {
+        self.pool.len()
+    }
+
+    fn vnic_index(&self, vm: VmId) -> Option<usize> {
+        self.vnics.iter().position(|v| v.vm == vm)
+    }
+
+    /// Runs `f` on vNIC `i` with its environment, then injects what it
+    /// raised into its VM.
+    fn with_vnic<R>(
+        &mut self,
+        host: &mut Host,
+        i: usize,
+        f: impl FnOnce(&mut Nic, &mut VnicEnv<'_>) -> R,
+    ) -> Result<R, VmmError> {
+        let Network {
+            vnics,
+            pending,
+            stats,
+            ..
+        } = self;
+        let v = vnics.get_mut(i).ok_or(VmmError::BadVm("no such vNIC"))?;
+        let vm = v.vm;
+        let mut dma = GuestDma::new(host, vm);
+        let mut env = NicEnv {
+            dma: &mut dma,
+            irq: &mut v.irqs,
+            net: pending,
+            timers: &mut v.timers,
+        };
+        let r = f(&mut v.nic, &mut env);
+        for irq in v.irqs.drain(..) {
+            host.inject(vm, irq)?;
+            stats.interrupts_injected.inc();
+        }
+        Ok(r)
+    }
+
+    /// Switches the frames vNIC `from` transmitted.
+    fn switch_pending(&mut self, host: &mut Host, from: usize) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = core::mem::take(&mut self.pending);
+        for frame in pending.frames() {
+            let Some(dst) = frame.first_chunk::<6>().copied() else {
+                continue;
+            };
+            let group = dst[0] & 1 != 0;
+            let mut local = false;
+            for to in 0..self.vnics.len() {
+                let mac = self.vnics.get(to).map(|v| v.mac);
+                if !(group || mac == Some(dst)) {
+                    continue;
+                }
+                if to == from {
+                    if !group {
+                        self.stats.hairpin_drops.inc();
+                        log::debug!("vNIC {from} sent a frame to its own MAC: dropped");
+                        local = true;
+                    }
+                    continue;
+                }
+                local = true;
+                self.stats.local_frames.inc();
+                self.copy_into(host, to, frame);
+            }
+            if group || !local {
+                self.uplink_transmit(host, frame);
+            }
+        }
+        self.pending = pending;
+        self.pending.clear();
+    }
+
+    /// The baseline placement: vNIC `to`'s receive engine copies `frame`
+    /// into the VM's next receive buffer.
+    fn copy_into(&mut self, host: &mut Host, to: usize, frame: &[u8]) {
+        let outcome = self.with_vnic(host, to, |nic, env| nic.receive(frame, env));
+        match outcome {
+            Ok(iovirt_nic::RxOutcome::Stored { .. }) => {
+                self.stats.copies.inc();
+                self.stats.bytes_copied.add(frame.len() as u64);
+            }
+            Ok(other) => {
+                self.stats.vnic_refused.inc();
+                log::debug!("vNIC {to} refused a frame: {other:?}");
+            }
+            Err(err) => log::warn!("vNIC {to}: {err}"),
+        }
+    }
+
+    /// Sends `frame` out of the physical NIC.
+    fn uplink_transmit(&mut self, host: &mut Host, frame: &[u8]) {
+        let before = self.outgoing.len();
+        if !self.uplink.transmit(host, frame, &mut self.outgoing) {
+            self.stats.uplink_tx_full.inc();
+        }
+        let sent = self.outgoing.len().saturating_sub(before);
+        self.stats.uplink_tx_frames.add(sent as u64);
+    }
+}
