@@ -20,6 +20,7 @@ use crate::stats::VmmStats;
 use crate::swap::SwapStore;
 
 mod flip;
+mod share;
 
 const PAGE: u64 = 4096;
 
@@ -107,6 +108,14 @@ pub enum VmmError {
         /// The page.
         gpa: u64,
     },
+    /// A page that is not shared was to be unshared.
+    #[error("{vm:?}: the page at {gpa:#x} is not shared")]
+    NotShared {
+        /// The VM.
+        vm: VmId,
+        /// The page.
+        gpa: u64,
+    },
     /// A frame handed to the host MMU that is not a free-standing data
     /// frame (it backs a guest page, or is not a data frame at all).
     #[error("{0} is not a pool frame")]
@@ -122,6 +131,9 @@ enum Page {
     Resident { frame: Hpa, pinned: bool },
     /// In the swap store, not mapped.
     Swapped(u32),
+    /// Mapped to the frame of another VM's page (seed 003's crossover): not
+    /// this VM's frame, so never swapped, lent or replaced until unshared.
+    Shared { frame: Hpa },
     /// Given to the page-flip demultiplexer's buffer pool (seed 002): not
     /// mapped, its frame zeroed and in the pool. A touch by the guest's CPU
     /// is a minor fault, as for an untouched page.
@@ -186,6 +198,8 @@ pub struct Host {
     iommu: Iommu,
     vms: Vec<Vm>,
     store: SwapStore,
+    /// Pages mapped into another VM (seed 003): (source, destination).
+    shares: Vec<((VmId, u32), (VmId, u32))>,
     stats: VmmStats,
 }
 
@@ -211,6 +225,7 @@ impl Host {
             iommu: Iommu::new(config.iommu)?,
             vms: Vec::new(),
             store: SwapStore::default(),
+            shares: Vec::new(),
             stats: VmmStats::default(),
         })
     }
@@ -283,7 +298,7 @@ impl Host {
             let n = rest.len().min(PAGE as usize - off);
             let (now, later) = rest.split_at_mut(n);
             match pages.get((pos / PAGE) as usize) {
-                Some(Page::Resident { frame, .. }) => {
+                Some(Page::Resident { frame, .. } | Page::Shared { frame }) => {
                     self.mem.read(Hpa::new(frame.raw() + off as u64), now)?;
                 }
                 Some(Page::Swapped(slot)) => {
@@ -448,7 +463,9 @@ impl Host {
     pub fn frame_of(&self, vm: VmId, gpa: Gpa) -> Option<Hpa> {
         let page = self.vm(vm).ok()?.pages.get((gpa.raw() / PAGE) as usize)?;
         match *page {
-            Page::Resident { frame, .. } => Some(Hpa::new(frame.raw() + gpa.raw() % PAGE)),
+            Page::Resident { frame, .. } | Page::Shared { frame } => {
+                Some(Hpa::new(frame.raw() + gpa.raw() % PAGE))
+            }
             _ => None,
         }
     }
@@ -542,7 +559,7 @@ impl Host {
     fn resident(&mut self, vm: VmId, gfn: u32) -> Result<Hpa, VmmError> {
         let page = *self.page_mut(vm, gfn).ok_or(VmmError::NoVm(vm))?;
         let slot = match page {
-            Page::Resident { frame, .. } => return Ok(frame),
+            Page::Resident { frame, .. } | Page::Shared { frame } => return Ok(frame),
             Page::Untouched | Page::Lent => None,
             Page::Swapped(slot) => Some(slot),
         };
@@ -573,13 +590,7 @@ impl Host {
     /// frame the page's: the newest load in the eviction order. The page
     /// must not be mapped.
     fn install(&mut self, vm: VmId, gfn: u32, frame: Hpa) -> Result<(), VmmError> {
-        let v = self
-            .vms
-            .get_mut(usize::from(vm.0))
-            .ok_or(VmmError::NoVm(vm))?;
-        let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, PteFlags::RW)
-            .with_largest(PageSize::Size4K);
-        v.stage2.map(&mut self.mem, &mut self.tables, m)?;
+        self.map_gfn(vm, gfn, frame)?;
         if let Some(p) = self.page_mut(vm, gfn) {
             *p = Page::Resident {
                 frame,
@@ -635,7 +646,12 @@ impl Host {
 
     fn evict(&mut self, vm: VmId, gfn: u32) -> Result<SwapOut, VmmError> {
         let frame = match self.page_mut(vm, gfn).copied() {
-            Some(Page::Resident { pinned: true, .. }) => return Ok(SwapOut::Pinned),
+            Some(Page::Resident { pinned: true, .. } | Page::Shared { .. }) => {
+                return Ok(SwapOut::Pinned);
+            }
+            Some(Page::Resident { .. }) if self.is_shared_source(vm, gfn) => {
+                return Ok(SwapOut::Pinned);
+            }
             Some(Page::Resident { frame, .. }) => frame,
             Some(_) => return Ok(SwapOut::NotResident),
             None => return Err(VmmError::NoVm(vm)),
@@ -651,6 +667,19 @@ impl Host {
         self.stats.bytes_swapped_out.add(PAGE);
         log::trace!("{vm:?}: page {gfn:#x} swapped out of {frame}");
         Ok(SwapOut::Done)
+    }
+
+    /// Maps page `gfn` of `vm` to `frame` in its stage 2 (4 KiB,
+    /// read-write); the page must not be mapped.
+    fn map_gfn(&mut self, vm: VmId, gfn: u32, frame: Hpa) -> Result<(), VmmError> {
+        let v = self
+            .vms
+            .get_mut(usize::from(vm.0))
+            .ok_or(VmmError::NoVm(vm))?;
+        let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, PteFlags::RW)
+            .with_largest(PageSize::Size4K);
+        v.stage2.map(&mut self.mem, &mut self.tables, m)?;
+        Ok(())
     }
 
     /// Clears page `gfn`'s stage-2 entry and has the IOTLB forget it. Unmap

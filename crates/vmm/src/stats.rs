@@ -30,4 +30,6 @@ pub struct VmmStats {
     pub pages_lent: Counter,
     /// Pool frames mapped in as guest pages: the remaps of page flipping.
     pub frames_adopted: Counter,
+    /// Pages mapped into another VM (seed 003's crossover).
+    pub pages_shared: Counter,
 }

@@ -25,9 +25,12 @@ impl Host {
     /// two descriptors lends it once). A pinned page is refused.
     pub fn lend_page(&mut self, vm: VmId, gpa: Gpa) -> Result<Option<Hpa>, VmmError> {
         let gfn = self.gfn(vm, gpa.raw(), 1)?;
+        if self.is_shared_source(vm, gfn) {
+            return Err(VmmError::Pinned { vm, gpa: gpa.raw() });
+        }
         let frame = match *self.page_mut(vm, gfn).ok_or(VmmError::NoVm(vm))? {
             Page::Lent => return Ok(None),
-            Page::Resident { pinned: true, .. } => {
+            Page::Resident { pinned: true, .. } | Page::Shared { .. } => {
                 return Err(VmmError::Pinned { vm, gpa: gpa.raw() });
             }
             Page::Resident { frame, .. } => {
@@ -65,8 +68,11 @@ impl Host {
         }
         let gfn = self.gfn(vm, gpa.raw(), 1)?;
         let page = *self.page_mut(vm, gfn).ok_or(VmmError::NoVm(vm))?;
+        if self.is_shared_source(vm, gfn) {
+            return Err(VmmError::Pinned { vm, gpa: gpa.raw() });
+        }
         let displaced = match page {
-            Page::Resident { pinned: true, .. } => {
+            Page::Resident { pinned: true, .. } | Page::Shared { .. } => {
                 return Err(VmmError::Pinned { vm, gpa: gpa.raw() });
             }
             Page::Resident { frame: old, .. } => {
