@@ -1,24 +1,35 @@
 //! The e1000-style NIC under a hostile guest and a hostile wire: arbitrary
 //! sequences of MMIO reads and writes (any offset, width and value) and
-//! received frames (up to 20 KiB), and a paravirtual backend's claims,
+//! received frames (up to 20 KiB), a paravirtual backend's claims,
 //! placements and commits of arbitrary lengths (on the slot it claimed, or
-//! on one with forged fields), over 256 KiB of memory whose descriptor
-//! rings and buffers come from the input, without an IOMMU.
+//! on one with forged fields), and a transmit backend taking the TX ring
+//! and giving it back, peeking, stepping and completing (the slot it
+//! peeked, or one with forged fields), over 256 KiB of memory whose
+//! descriptor rings and buffers come from the input, without an IOMMU.
 //!
 //! Nothing may panic or hang, and whatever the input: the NIC's counters
 //! never go down, every frame it sends is at most 16 KiB, the frames the
-//! network saw are the frames it counted, reads return no more bits than
-//! their width, and only the NIC's own interrupt is raised. A claimed slot
-//! names a non-null buffer at least as long as the claim; a commit that
-//! stores a frame stores it in one descriptor and counts it once, and one
-//! refused changes no counter and raises nothing.
+//! network saw are the frames it counted (less those a transmit backend
+//! completed), reads return no more bits than their width, and only the
+//! NIC's own interrupt is raised. A claimed slot names a non-null buffer at
+//! least as long as the claim; a commit that stores a frame stores it in
+//! one descriptor and counts it once, and one refused changes no counter
+//! and raises nothing. A peeked slot is the descriptor at TDH; a step
+//! consumes at most one descriptor; a completion retires one whole frame of
+//! 1 to 16 KiB bytes at TDH, counted once, and one refused changes no
+//! counter, no byte of memory, and raises nothing; a backend operation on a
+//! valid ring leaves TDH inside it.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
-use iovirt_core::{DmaPort, HostMemory, Hpa, Irq, MmioDevice, PassthroughDma, PhysMemory, Width};
+use iovirt_core::{
+    DmaPort, HostMemory, Hpa, InterruptSink, Iova, Irq, MmioDevice, NetworkPort, PassthroughDma,
+    PhysMemory, Timers, Width,
+};
 use iovirt_nic::{
-    BufferTouch, MAX_FRAME, Nic, NicConfig, NicEnv, NicStats, Prefetchers, RxOutcome, RxSlot, regs,
+    BufferTouch, MAX_FRAME, Nic, NicConfig, NicEnv, NicStats, Prefetchers, RxOutcome, RxSlot,
+    TxSlot, regs,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -42,6 +53,9 @@ const MORE_OFFSETS: [u64; 3] = [regs::RAL0 + 8, 0x0018, 0x5800];
 struct Input {
     /// Which of seed 000's device-side prefetchers run (bits).
     prefetchers: u8,
+    /// The TX ring is the transmit backend's from the start, so that a
+    /// peek and a completion need no operation before them.
+    tx_backend: bool,
     /// Program sane rings before the operations.
     setup: Option<Setup>,
     /// Bytes written into memory before anything runs.
@@ -57,6 +71,9 @@ struct Setup {
     tx_blocks: u8,
     rx_blocks: u8,
     rdt: u8,
+    /// TDT, written after TCTL: with the transmit backend on, descriptors
+    /// from TDH 0 handed over for it to peek at.
+    tdt: u8,
     rctl: u32,
     tctl: u32,
     ims: u32,
@@ -167,6 +184,44 @@ enum Op {
         len: Option<u16>,
         forge: Option<Forge>,
     },
+    /// The hypervisor gives the TX ring to its transmit backend, or back.
+    SetTxBackend {
+        on: bool,
+    },
+    /// The transmit backend looks at the descriptor at TDH.
+    TxPeek,
+    /// The transmit backend has the engine process one descriptor.
+    TxStep,
+    /// The transmit backend retires the slot it peeked (just now when
+    /// `fresh`, else whenever it last did), or a copy whose fields it forged.
+    TxComplete {
+        fresh: bool,
+        forge: Option<TxForge>,
+    },
+}
+
+/// A transmit backend lying about its slot.
+#[derive(Debug, Arbitrary)]
+struct TxForge {
+    index: u8,
+    addr: u64,
+    length: u16,
+    cmd: u8,
+    /// EOP, RS, NOP and DEXT in bits 0 to 3.
+    flags: u8,
+}
+
+impl TxForge {
+    fn apply(&self, slot: &mut TxSlot) {
+        slot.index = u32::from(self.index);
+        slot.addr = Iova::new(self.addr);
+        slot.length = self.length;
+        slot.cmd = self.cmd;
+        slot.eop = self.flags & 1 != 0;
+        slot.rs = self.flags & 2 != 0;
+        slot.nop = self.flags & 4 != 0;
+        slot.dext = self.flags & 8 != 0;
+    }
 }
 
 /// A backend lying about its slot.
@@ -209,12 +264,16 @@ fn frame(dst: &Dst, len: u16, head: &[u8], fill: u8) -> Vec<u8> {
     f
 }
 
-/// Where `counters` puts `rx_frames` and `rx_backend_placed`.
+/// Where `counters` puts the counters checked one by one.
+const TX_FRAMES: usize = 0;
+const TX_BYTES: usize = 1;
+const TX_DESCRIPTORS: usize = 2;
 const RX_FRAMES: usize = 3;
 const RX_BACKEND_PLACED: usize = 12;
+const TX_BACKEND_COMPLETED: usize = 29;
 
 /// The counters, to check none goes down.
-fn counters(s: &NicStats) -> [u64; 29] {
+fn counters(s: &NicStats) -> [u64; 30] {
     [
         s.tx_frames.get(),
         s.tx_bytes.get(),
@@ -245,7 +304,52 @@ fn counters(s: &NicStats) -> [u64; 29] {
         s.prefetch_faults.get(),
         s.prefetch_iotlb_misses.get(),
         s.prefetch_table_reads.get(),
+        s.tx_backend_completed.get(),
     ]
+}
+
+/// The TX ring's descriptor count, TDH and TDT, and whether they make a
+/// valid ring (reading them has no side effect).
+fn tx_ring<D, I, N, T>(nic: &mut Nic, env: &mut NicEnv<'_, D, I, N, T>) -> (u64, u64, u64, bool)
+where
+    D: DmaPort + ?Sized,
+    I: InterruptSink + ?Sized,
+    N: NetworkPort + ?Sized,
+    T: Timers + ?Sized,
+{
+    let mut read = |reg| nic.mmio_read(reg, Width::U32, env);
+    let count = (read(regs::TDLEN) & !0x7f) / 16;
+    let (head, tail) = (read(regs::TDH), read(regs::TDT));
+    (
+        count,
+        head,
+        tail,
+        count != 0 && head < count && tail < count,
+    )
+}
+
+/// The transmit backend's peek, checked: the descriptor at TDH of a valid
+/// ring.
+fn peek<D, I, N, T>(nic: &mut Nic, env: &mut NicEnv<'_, D, I, N, T>) -> Option<TxSlot>
+where
+    D: DmaPort + ?Sized,
+    I: InterruptSink + ?Sized,
+    N: NetworkPort + ?Sized,
+    T: Timers + ?Sized,
+{
+    let (_, head, _, valid) = tx_ring(nic, env);
+    let s = nic.tx_peek(env).ok()?;
+    assert!(valid, "peeked {s:?} on an invalid ring");
+    assert_eq!(u64::from(s.index), head);
+    assert!(!s.nop || s.dext, "a NOP is extended: {s:?}");
+    Some(s)
+}
+
+/// All of memory, to check a refused completion wrote nothing.
+fn snapshot(mem: &HostMemory) -> Vec<u8> {
+    let mut bytes = vec![0u8; MEM as usize];
+    assert!(mem.read(Hpa::new(0), &mut bytes).is_ok());
+    bytes
 }
 
 fuzz_target!(|input: Input| {
@@ -281,6 +385,7 @@ fuzz_target!(|input: Input| {
         tx_descriptor: p & 8 != 0,
         tx_buffer: p & 16 != 0,
     });
+    nic.set_tx_backend(input.tx_backend);
 
     let mut setup = Vec::new();
     if let Some(s) = &input.setup {
@@ -295,6 +400,7 @@ fuzz_target!(|input: Input| {
             (regs::IMS, u64::from(s.ims)),
             (regs::RCTL, u64::from(s.rctl | 2)),
             (regs::TCTL, u64::from(s.tctl | 2)),
+            (regs::TDT, u64::from(s.tdt % 40)),
         ]);
     }
 
@@ -303,6 +409,8 @@ fuzz_target!(|input: Input| {
     // The backend's last claimed slot, kept across operations (and across
     // whatever the guest does to its ring in between).
     let mut slot: Option<(RxSlot, usize)> = None;
+    // The transmit backend's last peeked slot, kept likewise.
+    let mut tx_slot: Option<TxSlot> = None;
     let mut before = counters(nic.stats());
     let setup_ops = setup.into_iter().map(|(offset, value)| Op::Write {
         offset: Offset::Raw(offset),
@@ -313,6 +421,9 @@ fuzz_target!(|input: Input| {
         let sent_before = sent;
         // A commit refused (it must have changed nothing), or one that stored.
         let (mut refused, mut committed) = (false, false);
+        // A completion refused (it must have written nothing), or done.
+        let (mut tx_refused, mut tx_completed) = (false, false);
+        let memory = matches!(op, Op::TxComplete { .. }).then(|| snapshot(&mem));
         {
             let mut dma = PassthroughDma::new(&mut mem);
             let mut net = |f: &[u8]| {
@@ -385,14 +496,81 @@ fuzz_target!(|input: Input| {
                         }
                     }
                 }
+                Op::SetTxBackend { on } => {
+                    nic.set_tx_backend(*on);
+                    assert_eq!(nic.tx_backend(), *on);
+                }
+                Op::TxPeek | Op::TxStep | Op::TxComplete { .. } => {
+                    let (count, head, _, valid) = tx_ring(&mut nic, &mut env);
+                    let descriptors = nic.stats().tx_descriptors.get();
+                    match &op {
+                        Op::TxPeek => tx_slot = peek(&mut nic, &mut env).or(tx_slot),
+                        Op::TxStep => {
+                            let stepped = nic.tx_step(&mut env);
+                            let consumed = nic.stats().tx_descriptors.get() - descriptors;
+                            assert_eq!(consumed, u64::from(stepped));
+                        }
+                        Op::TxComplete { fresh, forge } => {
+                            if *fresh {
+                                tx_slot = peek(&mut nic, &mut env).or(tx_slot);
+                            }
+                            if let Some(peeked) = &tx_slot {
+                                let mut s = *peeked;
+                                if let Some(f) = forge {
+                                    f.apply(&mut s);
+                                }
+                                // A fresh peek may have counted a bad ring or
+                                // a fault: the refusal's baseline is now.
+                                let pre = counters(nic.stats());
+                                if nic.tx_complete(&s, &mut env) {
+                                    assert!(nic.tx_backend() && valid);
+                                    assert!(s.eop && !s.nop && !s.dext, "completed {s:?}");
+                                    let len = usize::from(s.length);
+                                    assert!((1..=MAX_FRAME).contains(&len), "completed {s:?}");
+                                    assert_eq!(u64::from(s.index), head);
+                                    let (_, now, _, _) = tx_ring(&mut nic, &mut env);
+                                    assert_eq!(now, (head + 1) % count, "TDH after {s:?}");
+                                    tx_completed = true;
+                                } else {
+                                    let now = counters(nic.stats());
+                                    assert_eq!(now, pre, "a refused completion changed a counter");
+                                    tx_refused = true;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    let (_, now, _, _) = tx_ring(&mut nic, &mut env);
+                    assert!(!valid || now < count, "TDH {now} left a ring of {count}");
+                }
             }
         }
         let after = counters(nic.stats());
         for (i, (a, b)) in after.iter().zip(&before).enumerate() {
             assert!(a >= b, "counter {i} went down: {b} -> {a} after {op:?}");
         }
-        // The frames the network saw are the frames counted.
-        assert_eq!(after[0] - before[0], sent - sent_before);
+        // The frames the network saw are the frames counted, but for those a
+        // transmit backend delivered itself.
+        let completed = after[TX_BACKEND_COMPLETED] - before[TX_BACKEND_COMPLETED];
+        assert_eq!(completed, u64::from(tx_completed));
+        assert_eq!(
+            after[TX_FRAMES] - before[TX_FRAMES],
+            sent - sent_before + completed
+        );
+        if tx_completed {
+            assert_eq!(after[TX_DESCRIPTORS] - before[TX_DESCRIPTORS], 1);
+            let bytes = after[TX_BYTES] - before[TX_BYTES];
+            assert!(
+                (1..=MAX_FRAME as u64).contains(&bytes),
+                "counted {bytes} bytes"
+            );
+        }
+        if tx_refused {
+            // Nothing else in the operation raises one: a peek never does.
+            assert!(irqs.is_empty(), "a refused completion raised an interrupt");
+            let unchanged = memory.as_ref().is_none_or(|m| *m == snapshot(&mem));
+            assert!(unchanged, "a refused completion wrote memory");
+        }
         if refused {
             assert_eq!(after, before, "a refused commit changed a counter");
             assert!(irqs.is_empty(), "a refused commit raised an interrupt");

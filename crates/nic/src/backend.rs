@@ -1,8 +1,11 @@
-//! Receive through a paravirtual backend: a hypervisor that puts a received
-//! frame into the guest's RX buffer itself (by page flipping, or a copy of
-//! its own) instead of the NIC's receive engine writing it by DMA.
+//! A paravirtual backend: a hypervisor that moves some of a guest's frames
+//! itself (by page flipping, a copy of its own, or seed 003's DMA
+//! crossover) instead of the NIC's engines moving them by DMA.
 //!
-//! The backend works in two steps:
+//! # Receive
+//!
+//! The backend puts a received frame into the guest's RX buffer itself, in
+//! two steps:
 //!
 //! 1. [`Nic::rx_claim`] makes every check [`Nic::receive`] makes, in the
 //!    same order and with the same counters and interrupt causes, and names
@@ -21,14 +24,39 @@
 //! cannot see is the guest rewriting, in memory, a descriptor it had already
 //! handed to the device: as with the receive engine, that guest gets what it
 //! asked for.
+//!
+//! # Transmit
+//!
+//! The backend decides, descriptor by descriptor, which frames the NIC
+//! sends and which it delivers itself (seed 003: a frame to another local VM
+//! handed over by remapping memory, its descriptor completed only when that
+//! VM gives the buffer back):
+//!
+//! 1. [`Nic::set_tx_backend`] takes the TX ring from the doorbell: TDT and
+//!    TCTL writes still take their values but no longer run the transmit
+//!    engine.
+//! 2. [`Nic::tx_peek`] makes the engine's checks and names the descriptor at
+//!    TDH in a [`TxSlot`], consuming nothing.
+//! 3. Either [`Nic::tx_step`] has the engine process that one descriptor as
+//!    a doorbell would (gather, send at EOP, NOP, DD write-back, TDH on), or
+//!    the backend delivers the descriptor's frame itself and, whenever it is
+//!    done, [`Nic::tx_complete`] retires the descriptor: DD written back
+//!    where RS asks, TDH moved on, the frame counted as sent.
+//!
+//! Descriptors complete in ring order (TDH is one head), so a frame the
+//! backend holds back holds back the descriptors behind it. The backend
+//! completes only a frame in one descriptor; the descriptors of a longer
+//! frame are stepped. As on receive, a completion after the guest
+//! reprogrammed its ring is refused and changes nothing.
 
 use iovirt_core::{DmaPort, InterruptSink, Iova, NetworkPort, Timers};
 
-use crate::desc::RxSta;
+use crate::desc::{RxSta, TxCmd};
 use crate::filter::Accept;
-use crate::nic::{Nic, NicEnv};
+use crate::nic::{MAX_FRAME, Nic, NicEnv};
 use crate::regs::Rctl;
 use crate::rx::{ADDRESS_LEN, RxOutcome, frame_limit};
+use crate::tx::TxStop;
 
 /// A receive buffer claimed by a paravirtual backend with [`Nic::rx_claim`],
 /// to be filled and then completed with [`Nic::rx_commit`].
@@ -173,5 +201,186 @@ impl Nic {
             accept: slot.accept,
             descriptors: 1,
         }
+    }
+}
+
+/// The TX descriptor at TDH, as a transmit backend sees it with
+/// [`Nic::tx_peek`]: to hand to the engine with [`Nic::tx_step`], or to
+/// deliver itself and retire with [`Nic::tx_complete`].
+///
+/// It stays valid until the NIC's TX ring moves on or is reprogrammed: a
+/// completion after the guest wrote TDBAL, TDBAH, TDLEN or TDH, after a
+/// reset, or after the descriptor was stepped or completed, is refused.
+/// The fields are what the descriptor said at peek time; a guest that
+/// rewrites in memory a descriptor it has handed over cannot change them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxSlot {
+    /// The index of the descriptor in the TX ring (TDH at peek time).
+    pub index: u32,
+    /// The buffer address the descriptor names: where the frame's bytes
+    /// are (I/O-virtual, unchecked: as the guest wrote it, maybe null or
+    /// unmapped).
+    pub addr: Iova,
+    /// The bytes in the buffer.
+    pub length: u16,
+    /// The raw command byte ([`TxCmd`] bits).
+    pub cmd: u8,
+    /// End of packet: the last descriptor of its frame.
+    pub eop: bool,
+    /// Report status: retiring the descriptor writes DD back.
+    pub rs: bool,
+    /// Seed 000's NOP transmit command
+    /// ([`TxDesc::is_nop`](crate::desc::TxDesc::is_nop)): no frame, only a
+    /// translation to prefetch.
+    pub nop: bool,
+    /// An extended descriptor (DEXT): a context or offload data descriptor
+    /// this model does not implement, or a NOP; never a frame.
+    pub dext: bool,
+    /// The ring's epoch at peek time, to tell a reprogrammed ring.
+    epoch: u64,
+}
+
+impl Nic {
+    /// Gives the TX ring to a transmit backend (`on`), or back to the
+    /// doorbell.
+    ///
+    /// While on, a write of TDT or TCTL takes its value as always but does
+    /// not run the transmit engine: the backend processes the ring with
+    /// [`Nic::tx_peek`], [`Nic::tx_step`] and [`Nic::tx_complete`]. Turning
+    /// it off runs nothing either: descriptors already handed over wait for
+    /// the guest's next doorbell. The hypervisor's setting, not the guest's:
+    /// a device reset (CTRL.RST) keeps it. Off by default.
+    pub fn set_tx_backend(&mut self, on: bool) {
+        self.tx_backend = on;
+    }
+
+    /// Whether a transmit backend drives the TX ring
+    /// ([`Nic::set_tx_backend`]).
+    pub fn tx_backend(&self) -> bool {
+        self.tx_backend
+    }
+
+    /// The descriptor at TDH, without consuming it.
+    ///
+    /// Makes the transmit engine's checks in its order: transmitter enabled
+    /// ([`TxStop::Disabled`]), a descriptor handed over, TDH != TDT
+    /// ([`TxStop::Empty`]), a valid ring ([`TxStop::BadRing`], counted in
+    /// [`NicStats::ring_errors`](crate::NicStats::ring_errors)). Then reads
+    /// the descriptor ([`TxStop::DmaFault`] if that faults, counted in
+    /// [`NicStats::dma_faults`](crate::NicStats::dma_faults)), its cost
+    /// counted on the critical path as the engine's fetch is. Nothing else
+    /// changes: TDH stays, nothing is written, sent or signalled, and
+    /// peeking again gives the same slot while the descriptor's bytes stay.
+    ///
+    /// Works whether or not [`Nic::tx_backend`] is on.
+    pub fn tx_peek<D, I, N, T>(
+        &mut self,
+        env: &mut NicEnv<'_, D, I, N, T>,
+    ) -> Result<TxSlot, TxStop>
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
+        self.tx_ring_ready()?;
+        let (_, desc) = self.fetch_tx_descriptor(env)?;
+        let cmd = desc.cmd();
+        Ok(TxSlot {
+            index: self.tx.head,
+            addr: Iova::new(desc.addr.get()),
+            length: desc.length.get(),
+            cmd: desc.cmd,
+            eop: cmd.contains(TxCmd::EOP),
+            rs: cmd.contains(TxCmd::RS),
+            nop: desc.is_nop(),
+            dext: cmd.contains(TxCmd::DEXT),
+            epoch: self.tx_epoch,
+        })
+    }
+
+    /// Has the transmit engine process the one descriptor at TDH, exactly
+    /// as a doorbell processes each descriptor: its buffer gathered into the
+    /// frame being assembled and the frame sent at EOP, a NOP command
+    /// executed, an extended descriptor skipped as unsupported; DD written
+    /// back where RS asks, TDH moved on; then TXDW if DD went back (subject
+    /// to IDE's delay), TXQE if TDH reached TDT, and the TX prefetchers.
+    ///
+    /// Returns whether it consumed a descriptor: false where
+    /// [`Nic::tx_peek`] would stop, with the same counters (after a fetch
+    /// that faults the TX prefetchers run, as after a doorbell's). Where a
+    /// doorbell raises its interrupt causes once for all the descriptors it
+    /// processed, each step raises them for its one; since a cause stays
+    /// pending until the driver reads ICR, stepping a ring through leaves
+    /// the same causes as one doorbell unless IDE's delay is in use.
+    ///
+    /// Works whether or not [`Nic::tx_backend`] is on.
+    pub fn tx_step<D, I, N, T>(&mut self, env: &mut NicEnv<'_, D, I, N, T>) -> bool
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
+        self.process_tx(1, env) == 1
+    }
+
+    /// Retires `slot`'s descriptor, whose frame the backend has delivered
+    /// itself.
+    ///
+    /// Refused, returning false and changing nothing (no write, no counter,
+    /// no cause), unless the slot is still the device's to retire and holds
+    /// a whole frame: [`Nic::tx_backend`] on; the ring neither reprogrammed
+    /// nor reset since the peek, TDH still `slot.index`, the ring registers
+    /// valid and the descriptor still handed over (TDH != TDT); the slot EOP
+    /// and neither NOP nor DEXT, with no frame being gathered from earlier
+    /// descriptors (step a frame of several descriptors instead); and a
+    /// length from 1 to [`MAX_FRAME`], a frame the engine would send.
+    ///
+    /// Then writes DD back to the descriptor's status byte if `slot.rs` (a
+    /// fault there is counted in
+    /// [`NicStats::dma_faults`](crate::NicStats::dma_faults) and the
+    /// descriptor retired all the same), moves TDH on, and counts the
+    /// descriptor and a frame of `slot.length` bytes (padded to 60 under
+    /// TCTL.PSP) as the engine counts what it sends (the counters, GPTC,
+    /// TPT, GOTC), and in
+    /// [`NicStats::tx_backend_completed`](crate::NicStats::tx_backend_completed).
+    /// Signals it as [`Nic::tx_step`] does: TXDW if DD went back (subject to
+    /// IDE's delay), TXQE if TDH reached TDT, the TX prefetchers. The
+    /// transmitter need not be enabled still: the frame has gone.
+    pub fn tx_complete<D, I, N, T>(
+        &mut self,
+        slot: &TxSlot,
+        env: &mut NicEnv<'_, D, I, N, T>,
+    ) -> bool
+    where
+        D: DmaPort + ?Sized,
+        I: InterruptSink + ?Sized,
+        N: NetworkPort + ?Sized,
+        T: Timers + ?Sized,
+    {
+        if !self.tx_completable(slot) {
+            return false;
+        }
+        // `rs` is what decides the write-back; the raw byte only adds IDE.
+        let mut cmd = TxCmd::from_bits_retain(slot.cmd);
+        cmd.set(TxCmd::RS, slot.rs);
+        self.stats.tx_descriptors.inc();
+        self.stats.tx_backend_completed.inc();
+        let done = self.retire_tx_descriptor(self.tx.head_address(), cmd, env);
+        self.count_sent(self.padded_len(usize::from(slot.length)));
+        self.tx_signal(done, env);
+        true
+    }
+
+    /// Whether [`Nic::tx_complete`] may retire `slot`.
+    fn tx_completable(&self, slot: &TxSlot) -> bool {
+        // The epoch tells a reprogrammed ring even when TDH reads the same.
+        let ours = self.tx_backend && slot.epoch == self.tx_epoch && slot.index == self.tx.head;
+        let handed_over = self.tx.valid() && self.tx.head != self.tx.tail;
+        let one_frame = slot.eop && !slot.nop && !slot.dext && !self.tx_gathering();
+        // The engine sends no empty frame and drops one beyond MAX_FRAME.
+        let sendable = (1..=MAX_FRAME).contains(&usize::from(slot.length));
+        ours && handed_over && one_frame && sendable
     }
 }

@@ -15,7 +15,8 @@
 //!   read), MTA and RAL/RAH (16 entries, AV bit). Unknown offsets read 0,
 //!   ignore writes, and are counted.
 //! - **Legacy descriptors** ([`desc`]) and the rings: writing TDT (or
-//!   enabling TCTL) sends the frames from TDH to TDT, gathered over
+//!   enabling TCTL) sends the frames from TDH to TDT (unless a transmit
+//!   backend drives the ring, below), gathered over
 //!   descriptors until EOP, with DD written back where RS asks;
 //!   [`Nic::receive`] stores a frame at RDH while RDH != RDT, over several
 //!   descriptors of RCTL's buffer size, and writes length and DD/EOP back.
@@ -44,6 +45,15 @@
 //!   back as for a frame it stored, moves RDH on, counts and signals it. A
 //!   commit after the guest reprogrammed its ring is refused and writes
 //!   nothing.
+//! - **A paravirtual backend's transmit** ([`Nic::set_tx_backend`],
+//!   [`Nic::tx_peek`], [`Nic::tx_step`], [`Nic::tx_complete`], [`TxSlot`],
+//!   [`TxStop`]): a hypervisor that delivers some frames itself (seed 003's
+//!   DMA crossover) takes the TX ring from the doorbell, so TDT and TCTL
+//!   writes no longer run the engine. It peeks at the descriptor at TDH,
+//!   then either has the engine process that one descriptor, or delivers
+//!   its one-descriptor frame itself and later completes it: DD written
+//!   back where RS asks, TDH moved on, counted as sent, in ring order. A
+//!   completion after the guest reprogrammed its ring is refused.
 //! - **Interrupt moderation**: RDTR/RADV delay RXT0, TIDV/TADV delay TXDW
 //!   of descriptors with IDE, RDTR.FPD flushes, and ITR spaces interrupts;
 //!   the NIC arms the platform's [`iovirt_core::Timers`] and the platform
@@ -84,7 +94,7 @@ pub mod regs;
 mod rx;
 mod tx;
 
-pub use backend::RxSlot;
+pub use backend::{RxSlot, TxSlot};
 pub use filter::{Accept, ReceiveFilter};
 pub use moderation::{
     ITR_TIMER, RX_ABSOLUTE_TIMER, RX_PACKET_TIMER, TX_ABSOLUTE_TIMER, TX_PACKET_TIMER,
@@ -92,3 +102,4 @@ pub use moderation::{
 pub use nic::{MAX_FRAME, MAX_STANDARD_FRAME, Nic, NicConfig, NicEnv, NicStats};
 pub use prefetch::{BufferTouch, Prefetchers};
 pub use rx::RxOutcome;
+pub use tx::TxStop;

@@ -73,6 +73,10 @@ pub struct NicStats {
     /// Frames [`Nic::rx_claim`] refused because they do not fit one
     /// receive buffer (a backend places a frame in a single buffer).
     pub rx_backend_too_long: Counter,
+    /// TX descriptors whose frame a transmit backend delivered itself and
+    /// completed with [`Nic::tx_complete`] (each also counts in
+    /// `tx_descriptors`, and its frame in `tx_frames` and `tx_bytes`).
+    pub tx_backend_completed: Counter,
     /// Descriptor or buffer DMAs that faulted.
     pub dma_faults: Counter,
     /// Ring operations stopped by a bad ring (length 0, head or tail beyond it).
@@ -219,6 +223,13 @@ pub struct Nic {
     /// device resets: a backend's claimed RX slot is stale once it moves.
     /// Kept across resets so a reset can never bring an old value back.
     pub(crate) rx_epoch: u64,
+    /// The same for the TX ring (TDBAL, TDBAH, TDLEN, TDH, reset): a
+    /// backend's peeked TX slot is stale once it moves.
+    pub(crate) tx_epoch: u64,
+    /// Whether a transmit backend drives the TX ring ([`Nic::set_tx_backend`]):
+    /// then TDT and TCTL writes do not run the transmit engine. The
+    /// hypervisor's choice, not the guest's: kept across resets.
+    pub(crate) tx_backend: bool,
 }
 
 impl Nic {
@@ -234,13 +245,17 @@ impl Nic {
     }
 
     /// Device reset (power-on, or CTRL.RST): registers to their defaults, the
-    /// EEPROM's MAC address in RAL0/RAH0. Counters and the prefetcher
-    /// choice are kept.
+    /// EEPROM's MAC address in RAL0/RAH0. Counters, the prefetcher choice
+    /// and the transmit backend setting are kept.
     pub fn reset(&mut self) {
         let frame = core::mem::take(&mut self.tx_frame);
-        let epoch = self.rx_epoch.wrapping_add(1);
+        let rx_epoch = self.rx_epoch.wrapping_add(1);
+        let tx_epoch = self.tx_epoch.wrapping_add(1);
+        let tx_backend = self.tx_backend;
         *self = Nic::after_reset(self.config, self.stats, self.prefetchers, frame);
-        self.rx_epoch = epoch;
+        self.rx_epoch = rx_epoch;
+        self.tx_epoch = tx_epoch;
+        self.tx_backend = tx_backend;
     }
 
     /// The state reset leaves, keeping what survives it.
@@ -273,6 +288,8 @@ impl Nic {
             prefetchers,
             moderation: crate::moderation::Moderation::default(),
             rx_epoch: 0,
+            tx_epoch: 0,
+            tx_backend: false,
         }
     }
 
@@ -472,6 +489,10 @@ impl Nic {
             // The guest (re)programs its RX ring: slots claimed before are stale.
             self.rx_epoch = self.rx_epoch.wrapping_add(1);
         }
+        if matches!(offset, TDBAL | TDBAH | TDLEN | TDH) {
+            // The same for the TX ring: slots peeked before are stale.
+            self.tx_epoch = self.tx_epoch.wrapping_add(1);
+        }
         match offset {
             CTRL => {
                 if value & Ctrl::RST.bits() != 0 {
@@ -509,7 +530,7 @@ impl Nic {
             RCTL => self.rctl = value,
             TCTL => {
                 self.tctl = value;
-                self.run_tx(env);
+                self.doorbell_tx(env);
             }
             RDBAL => self.rx.bal = value,
             RDBAH => self.rx.bah = value,
@@ -522,7 +543,7 @@ impl Nic {
             TDH => self.tx.head = value & 0xffff,
             TDT => {
                 self.tx.tail = value & 0xffff;
-                self.run_tx(env);
+                self.doorbell_tx(env);
             }
             RDTR => {
                 self.delays[0] = value & 0xffff;

@@ -113,6 +113,7 @@ pub(crate) mod rings {
     use iovirt_core::{Hpa, PhysMemory};
     use iovirt_nic::desc::{RxDesc, TxCmd, TxDesc};
     use iovirt_nic::regs::{self, Tctl};
+    use proptest::prelude::{Strategy, any};
     use zerocopy::byteorder::little_endian::{U16, U64};
     use zerocopy::{FromBytes, IntoBytes};
 
@@ -127,6 +128,21 @@ pub(crate) mod rings {
     pub(crate) const SENTINEL: u8 = 0xee;
     /// RCTL's BSIZE field (bits 17:16) for 256-byte buffers.
     pub(crate) const BSIZE_256: u32 = 3 << 16;
+
+    /// A ring for a property: its descriptor count (a multiple of 8, up to
+    /// 32), a head inside it, and a tail now and then on the head (nothing
+    /// for the NIC) and now and then up to 2 beyond the ring (a bad ring).
+    pub(crate) fn geometry() -> impl Strategy<Value = (u32, u32, u32)> {
+        (1u32..=4, any::<(u32, u32)>()).prop_map(|(blocks, (h, t))| {
+            let count = 8 * blocks;
+            let tail = if t % 8 == 0 {
+                h % count
+            } else {
+                t % (count + 2)
+            };
+            (count, h % count, tail)
+        })
+    }
 
     /// End of packet, report status: a whole frame whose DD is written back.
     pub(crate) fn eop_rs() -> TxCmd {
@@ -228,7 +244,7 @@ pub(crate) mod iommu {
     use iovirt_core::{BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq};
     use iovirt_iommu::{ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, RequesterId};
     use iovirt_nic::{Nic, NicConfig};
-    use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig};
+    use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
 
     /// The NIC's requester ID at the IOMMU.
     pub(crate) fn requester() -> RequesterId {
@@ -283,6 +299,15 @@ pub(crate) mod iommu {
                 irqs: Vec::new(),
                 wire: Vec::new(),
             }
+        }
+
+        /// [`IommuRig::with_mappings`] a ring page at `ring` the NIC may
+        /// read but not write (its write-backs fault) and eight buffer pages
+        /// from `bufs` it may read and write, both identity-mapped.
+        pub(crate) fn with_read_only_ring(mac: [u8; 6], ring: u64, bufs: u64) -> IommuRig {
+            let ring = Mapping::new(Iova::new(ring), Hpa::new(ring), 0x1000, PteFlags::empty());
+            let bufs = Mapping::new(Iova::new(bufs), Hpa::new(bufs), 0x8000, PteFlags::RW);
+            IommuRig::with_mappings(mac, Hpa::new(2 * MEM), &[ring, bufs])
         }
     }
 
