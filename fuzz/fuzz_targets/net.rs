@@ -1,7 +1,8 @@
 //! The host's network under a hostile guest: VM A writes any register of
 //! its vNIC with any value and any bytes anywhere in its memory (rings,
 //! descriptors, buffers), and any frames arrive from the wire, with the copy
-//! or the page-flip demultiplexer.
+//! or the page-flip demultiplexer, and bridged, looped-back or crossed-over
+//! traffic between the VMs.
 //!
 //! Nothing may panic or hang, and whatever the input: the host never holds
 //! more frames than it has, and VM B (its receiver off) keeps every byte of
@@ -13,7 +14,7 @@ use arbitrary::Arbitrary;
 use iovirt_core::{Gpa, Irq, Width};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_nic::regs;
-use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig};
+use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmToVm};
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
@@ -47,6 +48,8 @@ enum Op {
 #[derive(Debug, Arbitrary)]
 struct Input {
     flip: bool,
+    /// Bridge, loopback or crossover between the VMs.
+    vm_to_vm: u8,
     ops: Vec<Op>,
 }
 
@@ -77,6 +80,9 @@ fuzz_target!(|input: Input| {
             } else {
                 DemuxMode::Copy
             },
+            vm_to_vm: [VmToVm::Bridge, VmToVm::Loopback, VmToVm::Crossover]
+                [usize::from(input.vm_to_vm % 3)],
+            crossover_patience: 64,
         },
     )
     .unwrap();

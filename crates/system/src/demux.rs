@@ -8,7 +8,7 @@
 use iovirt_core::{CostModel, Gpa, Irq};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
-use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId};
+use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
 use serde::{Deserialize, Serialize};
 
 use crate::platform::{PlatformError, frame};
@@ -148,6 +148,8 @@ fn run_one(
             uplink_rx_descriptors: 256,
             uplink_tx_descriptors: 64,
             demux,
+            vm_to_vm: VmToVm::Bridge,
+            crossover_patience: 64,
         },
     )?;
     let mut guests = Vec::new();

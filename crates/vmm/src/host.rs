@@ -316,7 +316,10 @@ impl Host {
     }
 
     /// The guest CPU writes `data` at `gpa`, bringing pages in as `read` does.
+    /// A shared page (mapped read-only from another VM) is copied first, so
+    /// the write lands in the VM's own frame (copy on write).
     pub fn write(&mut self, vm: VmId, gpa: Gpa, data: &[u8]) -> Result<(), VmmError> {
+        self.copy_shared_on_write(vm, gpa, data.len() as u64)?;
         let mut done = 0usize;
         self.for_pages(vm, gpa, data.len() as u64, |host, hpa, n| {
             let part = data.get(done..done + n).unwrap_or_default();
@@ -590,7 +593,7 @@ impl Host {
     /// frame the page's: the newest load in the eviction order. The page
     /// must not be mapped.
     fn install(&mut self, vm: VmId, gfn: u32, frame: Hpa) -> Result<(), VmmError> {
-        self.map_gfn(vm, gfn, frame)?;
+        self.map_gfn(vm, gfn, frame, PteFlags::RW)?;
         if let Some(p) = self.page_mut(vm, gfn) {
             *p = Page::Resident {
                 frame,
@@ -669,14 +672,15 @@ impl Host {
         Ok(SwapOut::Done)
     }
 
-    /// Maps page `gfn` of `vm` to `frame` in its stage 2 (4 KiB,
-    /// read-write); the page must not be mapped.
-    fn map_gfn(&mut self, vm: VmId, gfn: u32, frame: Hpa) -> Result<(), VmmError> {
+    /// Maps page `gfn` of `vm` to `frame` in its stage 2 (4 KiB, with
+    /// `flags`: read-write, or read-only for a shared page); the page must
+    /// not be mapped.
+    fn map_gfn(&mut self, vm: VmId, gfn: u32, frame: Hpa, flags: PteFlags) -> Result<(), VmmError> {
         let v = self
             .vms
             .get_mut(usize::from(vm.0))
             .ok_or(VmmError::NoVm(vm))?;
-        let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, PteFlags::RW)
+        let m = Mapping::new(Iova::new(u64::from(gfn) * PAGE), frame, PAGE, flags)
             .with_largest(PageSize::Size4K);
         v.stage2.map(&mut self.mem, &mut self.tables, m)?;
         Ok(())

@@ -96,5 +96,5 @@ mod swap;
 
 pub use host::{FaultService, Host, HostConfig, SwapOut, VmConfig, VmId, VmmError};
 pub use lapic::{ESR_RECEIVE_ILLEGAL_VECTOR, Lapic, LapicStats};
-pub use net::{DemuxMode, GuestBus, GuestDma, NetStats, Network, NetworkConfig};
+pub use net::{DemuxMode, GuestBus, GuestDma, NetStats, Network, NetworkConfig, VmToVm};
 pub use stats::VmmStats;

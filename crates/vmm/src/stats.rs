@@ -32,4 +32,6 @@ pub struct VmmStats {
     pub frames_adopted: Counter,
     /// Pages mapped into another VM (seed 003's crossover).
     pub pages_shared: Counter,
+    /// Shared pages the destination wrote to, given a private copy first.
+    pub shares_copied_on_write: Counter,
 }

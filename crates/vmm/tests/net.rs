@@ -5,111 +5,12 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use iovirt_core::{Gpa, Irq};
-use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
-use iovirt_iommu::{IommuConfig, RequesterId};
-use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId};
+mod common;
 
-const PAGE: u64 = 4096;
-const MAC: [[u8; 6]; 2] = [[0x52, 0x54, 0, 0, 0, 0xa], [0x52, 0x54, 0, 0, 0, 0xb]];
-const UPLINK_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x1];
-const OUTSIDE: [u8; 6] = [0x52, 0x54, 0, 0, 9, 9];
-const VECTOR: u32 = 0x41;
+use common::{OUTSIDE, PAGE, Rig, UPLINK_MAC, VECTOR, frame};
+use iovirt_vmm::{DemuxMode, VmToVm};
 
-fn requester(n: u8) -> RequesterId {
-    RequesterId::new(0, n, 0).unwrap()
-}
-
-/// An Ethernet II frame of `len` bytes to `dst` whose payload bytes are
-/// all `fill`.
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize, fill: u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.resize(len, fill);
-    f
-}
-
-struct Rig {
-    host: Host,
-    net: Network,
-    vms: [VmId; 2],
-    drivers: Vec<E1000Driver>,
-}
-
-impl Rig {
-    fn new(demux: DemuxMode) -> Rig {
-        let mut host = Host::new(HostConfig {
-            table_frames: 64,
-            data_frames: 2048,
-            iommu: IommuConfig::default(),
-        })
-        .unwrap();
-        let vms = [2, 3].map(|n| {
-            host.add_vm(VmConfig {
-                memory: 2 << 20,
-                requester: requester(n),
-            })
-            .unwrap()
-        });
-        let mut net = Network::new(
-            &mut host,
-            NetworkConfig {
-                uplink_mac: UPLINK_MAC,
-                uplink_requester: requester(1),
-                uplink_rx_descriptors: 32,
-                uplink_tx_descriptors: 32,
-                demux,
-            },
-        )
-        .unwrap();
-        let mut drivers = Vec::new();
-        for (v, mac) in vms.iter().zip(MAC) {
-            net.add_vnic(&mut host, *v, mac, Irq(VECTOR)).unwrap();
-            let mut pages = GuestPageAllocator::new(Gpa::new(PAGE), 256, Placement::Contiguous);
-            let config = E1000Config {
-                rx_descriptors: 16,
-                tx_descriptors: 16,
-                ..E1000Config::default()
-            };
-            let d =
-                E1000Driver::bring_up(&mut net.guest(&mut host, *v), &mut pages, config).unwrap();
-            assert_eq!(d.mac(), mac);
-            drivers.push(d);
-        }
-        Rig {
-            host,
-            net,
-            vms,
-            drivers,
-        }
-    }
-
-    fn arrive(&mut self, f: &[u8]) {
-        self.net.receive_from_wire(&mut self.host, f).unwrap();
-    }
-
-    fn receive(&mut self, v: usize) -> Vec<Vec<u8>> {
-        let mut got = Vec::new();
-        let mut bus = self.net.guest(&mut self.host, self.vms[v]);
-        self.drivers[v]
-            .receive(&mut bus, |f| got.push(f.to_vec()))
-            .unwrap();
-        got
-    }
-
-    fn transmit(&mut self, v: usize, f: &[u8]) {
-        let mut bus = self.net.guest(&mut self.host, self.vms[v]);
-        self.drivers[v].transmit(&mut bus, f).unwrap();
-    }
-
-    fn wire(&mut self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        self.net.drain_outgoing(|f| out.push(f.to_vec()));
-        out
-    }
-}
+const MAC: [[u8; 6]; 2] = [common::mac(0), common::mac(1)];
 
 /// The same mixed traffic for both demultiplexers: 40 frames alternating
 /// between the VMs, of lengths 60 to 1514, with a broadcast every 8th.
@@ -123,7 +24,7 @@ fn traffic() -> Vec<Vec<u8>> {
 }
 
 fn run(demux: DemuxMode) -> Rig {
-    let mut r = Rig::new(demux);
+    let mut r = Rig::new(2, demux, VmToVm::Bridge);
     let mut want: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
     let mut got: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
     for (i, f) in traffic().iter().enumerate() {
@@ -195,7 +96,7 @@ fn the_page_flip_demultiplexer_copies_no_unicast_byte() {
 
 #[test]
 fn a_flipped_page_holds_its_packet_and_zeros_never_an_earlier_packet() {
-    let mut r = Rig::new(DemuxMode::Flip);
+    let mut r = Rig::new(2, DemuxMode::Flip, VmToVm::Bridge);
     // A's frames are long and full of 0xaa; after A reposts its buffers,
     // their frames return to the pool and carry B's short frames.
     for round in 0..4 {
@@ -223,7 +124,7 @@ fn a_flipped_page_holds_its_packet_and_zeros_never_an_earlier_packet() {
 #[test]
 fn the_switch_keeps_local_traffic_off_the_wire() {
     for demux in [DemuxMode::Copy, DemuxMode::Flip] {
-        let mut r = Rig::new(demux);
+        let mut r = Rig::new(2, demux, VmToVm::Bridge);
         let to_b = frame(MAC[1], MAC[0], 300, 1);
         let out = frame(OUTSIDE, MAC[0], 200, 2);
         let bcast = frame([0xff; 6], MAC[0], 100, 3);
@@ -244,7 +145,7 @@ fn the_switch_keeps_local_traffic_off_the_wire() {
 
 #[test]
 fn receive_interrupts_are_injected_into_the_destination_vm_only() {
-    let mut r = Rig::new(DemuxMode::Flip);
+    let mut r = Rig::new(2, DemuxMode::Flip, VmToVm::Bridge);
     let before = r.host.lapic(r.vms[0]).unwrap().stats();
     r.arrive(&frame(MAC[1], OUTSIDE, 64, 0));
     assert_eq!(
@@ -260,7 +161,7 @@ fn receive_interrupts_are_injected_into_the_destination_vm_only() {
 #[test]
 fn frames_for_nobody_and_runts_are_dropped_and_counted() {
     for demux in [DemuxMode::Copy, DemuxMode::Flip] {
-        let mut r = Rig::new(demux);
+        let mut r = Rig::new(2, demux, VmToVm::Bridge);
         // The uplink's filter drops unknown unicast in hardware.
         r.arrive(&frame(OUTSIDE, UPLINK_MAC, 64, 0));
         assert_eq!(r.net.uplink().stats().rx_filtered.get(), 1, "{demux:?}");
@@ -275,7 +176,7 @@ fn frames_for_nobody_and_runts_are_dropped_and_counted() {
 
 #[test]
 fn a_vm_that_stops_posting_buffers_starves_only_its_own_traffic() {
-    let mut r = Rig::new(DemuxMode::Flip);
+    let mut r = Rig::new(2, DemuxMode::Flip, VmToVm::Bridge);
     // A never receives: after its 15 posted buffers, its frames are refused
     // by its vNIC; B, receiving as it goes, loses nothing.
     for i in 0..60u8 {

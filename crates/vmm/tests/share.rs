@@ -135,3 +135,37 @@ fn one_page_can_be_shared_into_several_vms() {
     }
     assert_eq!(h.swap_out(vms[0], Gpa::new(PAGE)).unwrap(), SwapOut::Done);
 }
+
+#[test]
+fn the_destination_writes_only_its_own_copy() {
+    let mut h = host(32);
+    let (a, b) = (vm(&mut h, 2, 8), vm(&mut h, 3, 8));
+    h.write(a, Gpa::new(PAGE), &[0xa1; 4096]).unwrap();
+    h.share_page(a, Gpa::new(PAGE), b, Gpa::new(2 * PAGE))
+        .unwrap();
+    // B's device may read the shared page but not write it.
+    let mut irq: Vec<Irq> = Vec::new();
+    let err = h
+        .dma_port(b, &mut irq)
+        .unwrap()
+        .dma_write(Iova::new(2 * PAGE + 8), &[0xbb; 4])
+        .unwrap_err();
+    assert_eq!(err.reason, iovirt_core::FaultReason::WriteDenied);
+    // B's CPU writes: B gets a private copy, A keeps its bytes.
+    h.write(b, Gpa::new(2 * PAGE + 100), &[0xbb; 4]).unwrap();
+    assert_eq!(h.stats().shares_copied_on_write.get(), 1);
+    assert_ne!(
+        h.frame_of(a, Gpa::new(PAGE)),
+        h.frame_of(b, Gpa::new(2 * PAGE))
+    );
+    assert_eq!(read(&mut h, a, PAGE, 4096), vec![0xa1; 4096]);
+    let mine = read(&mut h, b, 2 * PAGE, 4096);
+    assert_eq!(mine[100..104], [0xbb; 4]);
+    assert!(mine[..100].iter().chain(&mine[104..]).all(|&x| x == 0xa1));
+    // The share is over: unsharing finds nothing, A moves freely again.
+    assert!(matches!(
+        h.unshare_page(b, Gpa::new(2 * PAGE)),
+        Err(VmmError::NotShared { .. })
+    ));
+    assert_eq!(h.swap_out(a, Gpa::new(PAGE)).unwrap(), SwapOut::Done);
+}

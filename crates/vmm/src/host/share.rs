@@ -8,9 +8,11 @@
 //! those either. Unsharing unmaps the destination, with its translation
 //! invalidated, before anything else can happen to the frame.
 
-use iovirt_core::Gpa;
+use iovirt_core::{Gpa, PhysMemory};
 
-use super::{Host, Page, VmId, VmmError};
+use iovirt_paging::PteFlags;
+
+use super::{Host, PAGE, Page, VmId, VmmError};
 
 impl Host {
     /// Seed 003 (the dynamic remapper): maps the page holding `dst` in
@@ -72,7 +74,9 @@ impl Host {
             }
             Page::Untouched | Page::Lent | Page::Shared { .. } => {}
         }
-        self.map_gfn(dst_vm, dg, frame)?;
+        // Read-only: the destination's writes, by its CPU or its device,
+        // must not reach the source's page (see `copy_shared_on_write`).
+        self.map_gfn(dst_vm, dg, frame, PteFlags::empty())?;
         if let Some(p) = self.page_mut(dst_vm, dg) {
             *p = Page::Shared { frame };
         }
@@ -99,6 +103,44 @@ impl Host {
             *p = Page::Untouched;
         }
         self.shares.retain(|&(_, d)| d != (dst_vm, dg));
+        Ok(())
+    }
+
+    /// Copy on write: the pages of `gpa..gpa + len` of `vm` that map
+    /// another VM's frame get a private copy first, so the writer changes
+    /// only its own memory. The share ends there (the source is told
+    /// nothing: its page is no longer held by this one).
+    pub(super) fn copy_shared_on_write(
+        &mut self,
+        vm: VmId,
+        gpa: Gpa,
+        len: u64,
+    ) -> Result<(), VmmError> {
+        if len == 0 || self.shares.is_empty() {
+            return Ok(());
+        }
+        let first = self.gfn(vm, gpa.raw(), len)?;
+        let last = self.gfn(vm, gpa.raw() + len - 1, 1)?;
+        for gfn in first..=last {
+            let Some(Page::Shared { frame: shared }) = self.page_mut(vm, gfn).copied() else {
+                continue;
+            };
+            let own = self.take_frame()?;
+            let mem = &mut self.mem;
+            let mut copy = [0u8; PAGE as usize];
+            mem.read(shared, &mut copy)?;
+            mem.write(own, &copy)?;
+            self.unmap_page(vm, gfn)?;
+            if let Some(p) = self.page_mut(vm, gfn) {
+                *p = Page::Untouched;
+            }
+            self.shares.retain(|&(_, d)| d != (vm, gfn));
+            if let Err(err) = self.install(vm, gfn, own) {
+                self.release_frame(own)?;
+                return Err(err);
+            }
+            self.stats.shares_copied_on_write.inc();
+        }
         Ok(())
     }
 

@@ -157,7 +157,7 @@ impl Network {
         self.rx_reg(host, i, regs::RDT)
     }
 
-    fn rx_reg(&mut self, host: &mut Host, i: usize, reg: u64) -> u32 {
+    pub(super) fn rx_reg(&mut self, host: &mut Host, i: usize, reg: u64) -> u32 {
         use iovirt_core::MmioDevice;
         self.with_vnic(host, i, |nic, env| nic.mmio_read(reg, Width::U32, env))
             .map_or(0, |v| v as u32)

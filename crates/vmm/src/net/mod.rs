@@ -11,6 +11,7 @@
 //! vNIC owning its destination MAC.
 
 mod bus;
+mod crossover;
 mod demux;
 mod guest_dma;
 mod uplink;
@@ -40,6 +41,22 @@ pub enum DemuxMode {
     Flip,
 }
 
+/// How a frame from one VM reaches another VM on the same host (seed 003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmToVm {
+    /// The VMM's switch copies it from the sender's vNIC into the
+    /// receiver's, as a software bridge does.
+    Bridge,
+    /// Seed 003's baseline (FIG. 1): out of the physical NIC and back in
+    /// through its loopback, then demultiplexed like a frame from the wire.
+    /// (Group frames are bridged.)
+    Loopback,
+    /// Seed 003: the sender's transmit buffer page is mapped into the
+    /// receiver under its next receive buffer; no copy, no physical NIC.
+    Crossover,
+}
+
 /// The host's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +73,11 @@ pub struct NetworkConfig {
     pub uplink_tx_descriptors: u16,
     /// Copy or page-flip demultiplexing.
     pub demux: DemuxMode,
+    /// How frames between local VMs travel.
+    pub vm_to_vm: VmToVm,
+    /// Crossover: doorbells a sender may ring while a receiver holds its
+    /// crossed frame before the receiver is given a copy instead.
+    pub crossover_patience: u32,
 }
 
 /// What the network did, for a researcher's report.
@@ -94,6 +116,21 @@ pub struct NetStats {
     pub uplink_tx_full: Counter,
     /// Interrupts injected into guests by their vNICs.
     pub interrupts_injected: Counter,
+    /// Frames crossed over into a local VM's receive buffer (seed 003),
+    /// one per receiver.
+    pub crossovers: Counter,
+    /// Frames for a local VM that could not be crossed over and were
+    /// copied (or refused) instead.
+    pub crossover_fallbacks: Counter,
+    /// Crossed pages a slow receiver was given a copy of.
+    pub crossover_forced: Counter,
+    /// Crossed frames whose transmit descriptor the sender reset away.
+    pub crossover_orphans: Counter,
+    /// Bytes cleared beyond crossed frames in their pages.
+    pub crossover_bytes_cleared: Counter,
+    /// Frames between local VMs that went out of the physical NIC and back
+    /// through its loopback.
+    pub loopback_frames: Counter,
 }
 
 /// One VM's emulated NIC.
@@ -105,6 +142,8 @@ struct Vnic {
     timers: TimerQueue,
     /// Interrupts raised during one call, injected after it.
     irqs: Vec<Irq>,
+    /// Crossover state, as sender and as receiver.
+    cross: crossover::CrossState,
 }
 
 /// The host's network: vNICs, switch, uplink and demultiplexer.
@@ -121,8 +160,15 @@ pub struct Network {
     outgoing: FrameQueue,
     /// One frame read out of a host buffer.
     scratch: FrameBuf,
+    /// Frames the physical NIC looped back (seed 003's baseline).
+    loopback: FrameQueue,
     stats: NetStats,
 }
+
+/// The most vNICs a network has (the crossover keeps one bit per vNIC).
+const MAX_VNICS: usize = 64;
+/// CTRL.RST: device reset.
+const CTRL_RST: u64 = 1 << 26;
 
 /// A vNIC's environment for one call.
 type VnicEnv<'a> = NicEnv<'a, GuestDma<'a>, Vec<Irq>, FrameQueue, TimerQueue>;
@@ -140,6 +186,7 @@ impl Network {
             pending: FrameQueue::default(),
             outgoing: FrameQueue::default(),
             scratch: FrameBuf::with_capacity(iovirt_nic::MAX_FRAME),
+            loopback: FrameQueue::default(),
             stats: NetStats::default(),
         };
         net.refill_uplink(host)?;
@@ -165,12 +212,19 @@ impl Network {
         if mac[0] & 1 != 0 {
             return Err(VmmError::BadVm("a multicast MAC address"));
         }
+        if self.vnics.len() >= MAX_VNICS {
+            return Err(VmmError::BadHost("64 vNICs at most"));
+        }
+        let mut nic = Nic::new(NicConfig { mac, irq });
+        // The crossover VMM runs the transmit rings itself.
+        nic.set_tx_backend(self.config.vm_to_vm == VmToVm::Crossover);
         self.vnics.push(Vnic {
             vm,
             mac,
-            nic: Nic::new(NicConfig { mac, irq }),
+            nic,
             timers: TimerQueue::new(),
             irqs: Vec::new(),
+            cross: crossover::CrossState::default(),
         });
         let index = self.vnics.len();
         self.uplink.accept_mac(host, index, mac, &mut self.outgoing);
@@ -188,23 +242,51 @@ impl Network {
 
     /// The guest of `vm` writes a register of its vNIC. Frames the write
     /// makes it transmit are switched before this returns; in flip mode, a
-    /// receive tail (RDT) that moves lends the newly posted pages.
+    /// receive tail (RDT) that moves lends the newly posted pages; with
+    /// crossover, the VMM runs the transmit ring on TDT and TCTL, and a
+    /// receive tail that moves ends the shares of the descriptors returned.
     pub fn mmio_write(&mut self, host: &mut Host, vm: VmId, offset: u64, width: Width, value: u64) {
         let Some(i) = self.vnic_index(vm) else {
             return;
         };
-        let lend = self.config.demux == DemuxMode::Flip && offset == regs::RDT;
-        let before = if lend { self.rx_tail(host, i) } else { 0 };
-        let wrote = self.with_vnic(host, i, |nic, env| {
-            nic.mmio_write(offset, width, value, env);
-        });
-        if wrote.is_err() {
-            return;
+        if let Err(err) = self.trap_write(host, i, offset, width, value) {
+            log::warn!("vNIC {i}: write of {offset:#x}: {err}");
         }
-        if lend {
+    }
+
+    fn trap_write(
+        &mut self,
+        host: &mut Host,
+        i: usize,
+        offset: u64,
+        width: Width,
+        value: u64,
+    ) -> Result<(), VmmError> {
+        let crossover = self.config.vm_to_vm == VmToVm::Crossover;
+        let rdt = offset == regs::RDT;
+        let before = if rdt { self.rx_tail(host, i) } else { 0 };
+        // A receiver about to reset or move its ring lets go of the pages
+        // it maps, keeping copies of them.
+        let ring_change = matches!(offset, regs::RDBAL | regs::RDBAH | regs::RDLEN | regs::RDH)
+            || (offset == regs::CTRL && value & CTRL_RST != 0);
+        if crossover && ring_change && self.vnics.get(i).is_some_and(|v| v.cross.holds()) {
+            self.release_by_copy(host, i, |_| true)?;
+        }
+        self.with_vnic(host, i, |nic, env| {
+            nic.mmio_write(offset, width, value, env);
+        })?;
+        if rdt && self.config.demux == DemuxMode::Flip {
             self.lend_posted(host, i, before);
         }
+        if rdt && crossover {
+            self.rx_returned(host, i, before)?;
+        }
+        if crossover && (offset == regs::TDT || offset == regs::TCTL) {
+            self.sender_kicked(host, i)?;
+            self.drive_tx(host, i)?;
+        }
         self.switch_pending(host, i);
+        Ok(())
     }
 
     /// `vm`'s view of its vNIC and its memory, for its driver.
@@ -311,7 +393,11 @@ impl Network {
                 }
                 local = true;
                 self.stats.local_frames.inc();
-                self.copy_into(host, to, frame);
+                if self.config.vm_to_vm == VmToVm::Loopback && !group {
+                    self.loop_back(host, frame);
+                } else {
+                    self.copy_into(host, to, frame);
+                }
             }
             if group || !local {
                 self.uplink_transmit(host, frame);
@@ -338,6 +424,28 @@ impl Network {
         }
     }
 
+    /// Seed 003's baseline: `frame` goes out of the physical NIC (a copy
+    /// into a host transmit buffer, the NIC's DMA read) and comes straight
+    /// back in through its loopback (the NIC's DMA write, the demultiplexer).
+    fn loop_back(&mut self, host: &mut Host, frame: &[u8]) {
+        let mut looped = core::mem::take(&mut self.loopback);
+        looped.clear();
+        if self.uplink.transmit(host, frame, &mut looped) {
+            self.stats.copies.inc();
+            self.stats.bytes_copied.add(frame.len() as u64);
+        } else {
+            self.stats.uplink_tx_full.inc();
+        }
+        for f in looped.frames() {
+            self.stats.uplink_tx_frames.inc();
+            self.stats.loopback_frames.inc();
+            if let Err(err) = self.receive_from_wire(host, f) {
+                log::warn!("uplink loopback: {err}");
+            }
+        }
+        self.loopback = looped;
+    }
+
     /// Sends `frame` out of the physical NIC.
     fn uplink_transmit(&mut self, host: &mut Host, frame: &[u8]) {
         let before = self.outgoing.len();
@@ -346,5 +454,10 @@ impl Network {
         }
         let sent = self.outgoing.len().saturating_sub(before);
         self.stats.uplink_tx_frames.add(sent as u64);
+        if sent != 0 {
+            // The host copied it into its transmit buffer.
+            self.stats.copies.inc();
+            self.stats.bytes_copied.add(frame.len() as u64);
+        }
     }
 }
