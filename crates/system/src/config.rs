@@ -21,6 +21,8 @@ pub struct Config {
     pub iotlb_prefetch: Params,
     /// The `demux` scenario.
     pub demux: crate::demux::Params,
+    /// The `crossover` scenario.
+    pub crossover: crate::crossover::Params,
 }
 
 /// A configuration that cannot be used, with the field to blame.
@@ -65,7 +67,8 @@ impl Config {
         self.iotlb_prefetch
             .validate()
             .map_err(invalid("iotlb_prefetch"))?;
-        self.demux.validate().map_err(invalid("demux"))
+        self.demux.validate().map_err(invalid("demux"))?;
+        self.crossover.validate().map_err(invalid("crossover"))
     }
 
     /// The built-in configuration.

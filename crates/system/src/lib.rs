@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod crossover;
 pub mod demux;
 pub mod iotlb_prefetch;
 pub mod platform;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use iovirt::config::{Config, DEFAULT_CONFIG};
-use iovirt::report::{DemuxReport, PrefetchReport};
-use iovirt::{demux, iotlb_prefetch};
+use iovirt::report::{CrossoverReport, DemuxReport, PrefetchReport};
+use iovirt::{crossover, demux, iotlb_prefetch};
 
 /// Scenarios this build knows, with one line each.
-const SCENARIOS: [(&str, &str); 2] = [
+const SCENARIOS: [(&str, &str); 3] = [
     (
         "iotlb-prefetch",
         "seed 000: IOTLB misses on the receive critical path, prefetchers off/device/driver/both",
@@ -19,6 +19,10 @@ const SCENARIOS: [(&str, &str); 2] = [
     (
         "demux",
         "seed 002: bytes the host copies per frame, copy vs page-flip demultiplexer, N VMs",
+    ),
+    (
+        "crossover",
+        "seed 003: VM-to-VM frames on the physical NIC, loopback vs bridge vs crossover",
     ),
 ];
 
@@ -127,6 +131,7 @@ fn run(
     if let Some(frames) = frames {
         cfg.iotlb_prefetch.frames = frames;
         cfg.demux.frames = frames;
+        cfg.crossover.frames = frames;
     }
     cfg.validate().map_err(|e| (USAGE, e.to_string()))?;
     let mut capture = match &pcap {
@@ -166,6 +171,19 @@ fn run(
             scenario: "demux",
             seed: cfg.seed,
             params: cfg.demux.clone(),
+            cost_model: cfg.cost_model,
+            rows,
+        };
+        tables.push(report.table());
+        values.push(to_json(serde_json::to_value(&report))?);
+    }
+    if selected("crossover") {
+        let rows = crossover::run_tapped(&cfg.crossover, &cfg.cost_model, &mut tap)
+            .map_err(|e| (1, format!("crossover: {e}")))?;
+        let report = CrossoverReport {
+            scenario: "crossover",
+            seed: cfg.seed,
+            params: cfg.crossover.clone(),
             cost_model: cfg.cost_model,
             rows,
         };

@@ -6,7 +6,7 @@ use core::fmt::Write as _;
 use iovirt_core::CostModel;
 use serde::Serialize;
 
-use crate::{demux, iotlb_prefetch};
+use crate::{crossover, demux, iotlb_prefetch};
 
 /// Everything one scenario's run produced.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,6 +28,55 @@ pub type PrefetchReport = Report<iotlb_prefetch::Params, iotlb_prefetch::Row>;
 
 /// The `demux` report.
 pub type DemuxReport = Report<demux::Params, demux::Row>;
+
+/// The `crossover` report.
+pub type CrossoverReport = Report<crossover::Params, crossover::Row>;
+
+impl CrossoverReport {
+    /// The table: one line per run, grouped by frame length, the baseline
+    /// (loopback through the physical NIC) first.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "crossover: seed 003, two VMs exchange {} frames each way per run",
+            self.params.frames
+        );
+        let _ = writeln!(
+            out,
+            "headline: frames on the physical NIC per VM-to-VM frame\n"
+        );
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<9}  {:>8}  {:>12}  {:>10}  {:>9}  {:>9}  {:>12}  {:>9}",
+            "len",
+            "vm-to-vm",
+            "frames",
+            "NIC frm/frm",
+            "copies/fr",
+            "remaps/fr",
+            "invals/fr",
+            "path ns/fr",
+            "corrupted"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{:>5}  {:<9}  {:>8}  {:>12.3}  {:>10.3}  {:>9.3}  {:>9.3}  {:>12.1}  {:>9}",
+                r.frame_len,
+                format!("{:?}", r.vm_to_vm).to_lowercase(),
+                r.frames,
+                r.nic_frames_per_frame,
+                r.copies_per_frame,
+                r.remaps_per_frame,
+                r.invalidations_per_frame,
+                r.path_ns_per_frame,
+                r.corrupted
+            );
+        }
+        out
+    }
+}
 
 impl DemuxReport {
     /// The table: one line per run, grouped by VM count and frame length,

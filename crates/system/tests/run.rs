@@ -6,10 +6,10 @@
 
 use std::process::Command;
 
-use iovirt::demux;
 use iovirt::iotlb_prefetch::{self, BufferPlacement, Params, PrefetchMode};
+use iovirt::{crossover, demux};
 use iovirt_core::CostModel;
-use iovirt_vmm::DemuxMode;
+use iovirt_vmm::{DemuxMode, VmToVm};
 
 fn iovirt(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_iovirt"))
@@ -71,7 +71,8 @@ fn the_same_seed_gives_the_same_report() {
         shape,
         [
             (Some("iotlb-prefetch"), Some(7), Some(24)),
-            (Some("demux"), Some(7), Some(8))
+            (Some("demux"), Some(7), Some(8)),
+            (Some("crossover"), Some(7), Some(6))
         ]
     );
 }
@@ -152,7 +153,7 @@ fn user_errors_are_reported() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["iotlb-prefetch", "demux"]);
+    assert_eq!(names, ["iotlb-prefetch", "demux", "crossover"]);
 }
 
 #[test]
@@ -248,4 +249,29 @@ fn pcap_captures_every_frame_in_virtual_time() {
     // (512 B + FCS + 20 B of preamble and gap) at 10 Gb/s is 428.8 ns, rounded up, plus 500 ns.
     assert_eq!(last.as_nanos(), 480 * 929);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn crossover_keeps_vm_to_vm_traffic_off_the_physical_nic_with_no_copy() {
+    let params = crossover::Params {
+        frames: 200,
+        ..crossover::Params::default()
+    };
+    let rows = crossover::run(&params, &CostModel::default()).unwrap();
+    assert_eq!(rows.len(), 2 * crossover::MODES.len());
+    for r in &rows {
+        assert_eq!(
+            (r.frames, r.corrupted),
+            (400, 0),
+            "both ways, byte-exact: {r:?}"
+        );
+        let (nic, copies, remaps) = match r.vm_to_vm {
+            VmToVm::Loopback => (2.0, 2.0, 0.0),
+            VmToVm::Bridge => (0.0, 1.0, 0.0),
+            VmToVm::Crossover => (0.0, 0.0, 1.0),
+        };
+        assert_eq!(r.nic_frames_per_frame, nic, "{r:?}");
+        assert_eq!(r.copies_per_frame, copies, "{r:?}");
+        assert_eq!(r.remaps_per_frame, remaps, "{r:?}");
+    }
 }

@@ -35,7 +35,12 @@
 //!   ([`DemuxMode`]): the baseline copies each frame from a host buffer;
 //!   the enhanced one lends the guests' receive pages to a pool the
 //!   physical NIC receives into, and remaps the page holding a frame under
-//!   the destination's next receive buffer, with no copy.
+//!   the destination's next receive buffer, with no copy. Between local
+//!   VMs ([`VmToVm`]) frames are bridged (copied), looped back through the
+//!   physical NIC (seed 003's baseline), or crossed over (seed 003): the
+//!   sender's transmit page is shared read-only under the receiver's next
+//!   receive buffer ([`Host::share_page`]) and the registers move as a
+//!   crossover cable would.
 //! - **Interrupt injection.** Each VM has a [`Lapic`], an `InterruptSink`
 //!   for its devices. It models the IRR and ISR, coalescing per vector,
 //!   priority classes, acknowledge and EOI, and illegal vectors 0 to 15
@@ -43,8 +48,10 @@
 //!
 //! # What it does not model (yet)
 //!
-//! The seed 003 crossover, a learning switch (the switch knows the MAC
-//! address each vNIC was given), VLANs, offloads, APIC features beyond fixed delivery to one CPU (TPR,
+//! A learning switch (the switch knows the MAC address each vNIC was
+//! given), VLANs, offloads, a crossover of frames that span several
+//! descriptors or share a page with other data (they are copied), APIC
+//! features beyond fixed delivery to one CPU (TPR,
 //! logical destinations, IPIs, timers), and swap latency. Costs come from
 //! the counters in [`VmmStats`] through the integration crate's cost model.
 //!

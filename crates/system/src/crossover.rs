@@ -1,0 +1,219 @@
+//! The `crossover` scenario (seed 003): two VMs on one host exchange frames
+//! in both directions, through the physical NIC's loopback (the seed's
+//! baseline), through the VMM's software bridge, or by crossover (the
+//! sender's transmit buffer page mapped under the receiver's next receive
+//! buffer). The headline is the VM-to-VM frames the physical NIC carries;
+//! crossover should bring it to 0, with no copy.
+
+use iovirt_core::{CostModel, Gpa, Irq};
+use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
+use iovirt_iommu::{IommuConfig, RequesterId};
+use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
+use serde::{Deserialize, Serialize};
+
+use crate::platform::{PlatformError, frame};
+
+/// The scenario's parameters (the `[crossover]` table of a config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    /// Frames each VM sends the other per run.
+    pub frames: u32,
+    /// Frame lengths to try, in bytes.
+    pub frame_lens: Vec<usize>,
+    /// Frames each VM sends before the other's driver receives.
+    pub batch: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            frames: 2000,
+            frame_lens: vec![64, 1514],
+            batch: 8,
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// How frames went between the VMs.
+    pub vm_to_vm: VmToVm,
+    /// Frame length.
+    pub frame_len: usize,
+    /// Frames the VMs received, both directions.
+    pub frames: u64,
+    /// Frames received with other bytes than were sent, or lost (must be 0).
+    pub corrupted: u64,
+    /// Headline: frames the physical NIC carried (sent plus received) per
+    /// VM-to-VM frame.
+    pub nic_frames_per_frame: f64,
+    /// Times each frame's bytes were copied by the host's CPU.
+    pub copies_per_frame: f64,
+    /// Pages mapped from one VM into the other per frame.
+    pub remaps_per_frame: f64,
+    /// IOTLB invalidations per frame.
+    pub invalidations_per_frame: f64,
+    /// Virtual time the path adds per frame: copies, page clears, DMA by
+    /// the physical NIC, page-table writes and invalidations (ns).
+    pub path_ns_per_frame: f64,
+}
+
+const UPLINK_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x01];
+const MACS: [[u8; 6]; 2] = [[0x52, 0x54, 0, 2, 0, 0], [0x52, 0x54, 0, 2, 0, 1]];
+const RING: u16 = 64;
+/// The modes compared, baseline first.
+pub const MODES: [VmToVm; 3] = [VmToVm::Loopback, VmToVm::Bridge, VmToVm::Crossover];
+
+/// Runs every mode for every frame length.
+pub fn run(params: &Params, cost: &CostModel) -> Result<Vec<Row>, PlatformError> {
+    run_tapped(params, cost, &mut |_| {})
+}
+
+/// Like [`run`], showing every frame the physical NIC carries to `tap`.
+pub fn run_tapped(
+    params: &Params,
+    cost: &CostModel,
+    tap: &mut dyn FnMut(&[u8]),
+) -> Result<Vec<Row>, PlatformError> {
+    let mut rows = Vec::new();
+    for &len in &params.frame_lens {
+        for mode in MODES {
+            rows.push(run_one(params, cost, mode, len, tap)?);
+        }
+    }
+    Ok(rows)
+}
+
+struct Side {
+    vm: VmId,
+    driver: E1000Driver,
+    expected: std::collections::VecDeque<Vec<u8>>,
+}
+
+fn run_one(
+    params: &Params,
+    cost: &CostModel,
+    mode: VmToVm,
+    len: usize,
+    tap: &mut dyn FnMut(&[u8]),
+) -> Result<Row, PlatformError> {
+    let mut host = Host::new(HostConfig {
+        table_frames: 128,
+        data_frames: 4096,
+        iommu: IommuConfig::default(),
+    })?;
+    let mut net = Network::new(
+        &mut host,
+        NetworkConfig {
+            uplink_mac: UPLINK_MAC,
+            uplink_requester: RequesterId::from_raw(0x100),
+            uplink_rx_descriptors: 256,
+            uplink_tx_descriptors: 256,
+            demux: DemuxMode::Copy,
+            vm_to_vm: mode,
+            crossover_patience: u32::from(RING),
+        },
+    )?;
+    let mut sides = Vec::new();
+    for (i, mac) in MACS.iter().enumerate() {
+        let vm = host.add_vm(VmConfig {
+            memory: 4 << 20,
+            requester: RequesterId::from_raw(0x101 + i as u16),
+        })?;
+        net.add_vnic(&mut host, vm, *mac, Irq(0x40))?;
+        let mut pages = GuestPageAllocator::new(Gpa::new(1 << 20), 512, Placement::Contiguous);
+        let config = E1000Config {
+            rx_descriptors: RING,
+            tx_descriptors: RING,
+            ..E1000Config::default()
+        };
+        let driver = E1000Driver::bring_up(&mut net.guest(&mut host, vm), &mut pages, config)
+            .map_err(PlatformError::Driver)?;
+        sides.push(Side {
+            vm,
+            driver,
+            expected: Default::default(),
+        });
+    }
+    let (mut frames, mut corrupted) = (0u64, 0u64);
+    for n in 0..params.frames {
+        for (from, (src, dst)) in [(MACS[0], MACS[1]), (MACS[1], MACS[0])]
+            .into_iter()
+            .enumerate()
+        {
+            let to = 1 - from;
+            let f = frame(dst, src, n, len);
+            let side = sides.get_mut(from).ok_or(PlatformError::Stalled)?;
+            side.driver
+                .transmit(&mut net.guest(&mut host, side.vm), &f)
+                .map_err(|_| PlatformError::Stalled)?;
+            if let Some(s) = sides.get_mut(to) {
+                s.expected.push_back(f);
+            }
+        }
+        net.drain_outgoing(&mut *tap);
+        if (n + 1) % params.batch == 0 || n + 1 == params.frames {
+            for s in &mut sides {
+                let expected = &mut s.expected;
+                s.driver
+                    .receive(&mut net.guest(&mut host, s.vm), |got| {
+                        frames += 1;
+                        if expected.pop_front().as_deref() != Some(got) {
+                            corrupted += 1;
+                        }
+                    })
+                    .map_err(PlatformError::Guest)?;
+            }
+        }
+    }
+    corrupted += sides.iter().map(|s| s.expected.len() as u64).sum::<u64>();
+    let (s, h, up) = (net.stats(), host.stats(), *net.uplink().stats());
+    let per = |x: u64| x as f64 / frames.max(1) as f64;
+    let nic_frames = up.tx_frames.get() + up.rx_frames.get();
+    let cleared = s.crossover_bytes_cleared.get() + h.frames_zeroed.get() * 4096;
+    let dma = up.tx_bytes.get() + up.rx_bytes.get();
+    let path_ns = cost
+        .copy_time(s.bytes_copied.get() + cleared + dma)
+        .as_nanos()
+        + (h.pages_shared.get() + h.invalidations.get()) * cost.memory_access_ns
+        + h.invalidations.get() * cost.iotlb_invalidation_ns;
+    Ok(Row {
+        vm_to_vm: mode,
+        frame_len: len,
+        frames,
+        corrupted,
+        nic_frames_per_frame: per(nic_frames),
+        copies_per_frame: per(s.bytes_copied.get()) / len as f64,
+        remaps_per_frame: per(h.pages_shared.get()),
+        invalidations_per_frame: per(h.invalidations.get()),
+        path_ns_per_frame: per(path_ns),
+    })
+}
+
+impl Params {
+    /// Checks the values, naming the first bad field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.frames == 0 || self.frames > 1_000_000 {
+            return Err(("frames", format!("{} is not in 1..=1000000", self.frames)));
+        }
+        if self.frame_lens.is_empty() || self.frame_lens.len() > 8 {
+            return Err(("frame_lens", "give 1 to 8 lengths".to_owned()));
+        }
+        if let Some(bad) = self.frame_lens.iter().find(|l| !(60..=1514).contains(*l)) {
+            return Err((
+                "frame_lens",
+                format!("{bad} is not an Ethernet frame length (60..=1514)"),
+            ));
+        }
+        // Each side may have a batch of frames in flight in each ring.
+        if self.batch == 0 || self.batch >= u32::from(RING) {
+            return Err((
+                "batch",
+                format!("{} is not in 1..{RING} (the guests' rings)", self.batch),
+            ));
+        }
+        Ok(())
+    }
+}
