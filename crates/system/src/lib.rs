@@ -15,14 +15,21 @@
 //!   prefetchers off, device side, driver side, both; buffers random or
 //!   packed; two IOTLB sizes. Headline: IOTLB misses on the receive
 //!   critical path per frame.
+//! - The `demux` scenario ([`demux`], seed 002): N VMs behind one physical
+//!   NIC, copy vs page-flip demultiplexer. Headline: bytes the host copies
+//!   per frame.
+//! - The `crossover` scenario ([`crossover`], seed 003): two VMs talking
+//!   both ways through the physical NIC's loopback, the VMM's bridge, or by
+//!   crossover. Headline: frames on the physical NIC per VM-to-VM frame.
 //! - [`report`]: a readable table, and JSON with `--json`.
 //! - [`config`]: what runs, as TOML; the built-in default is
 //!   [`config::DEFAULT_CONFIG`] (`iovirt config` prints it).
 //!
 //! ## Not yet
 //!
-//! The hypervisor crate and its scenarios (`demux`, `crossover`), the HCA
-//! (`rdma-odp`), and the discrete-event scheduler across hosts.
+//! The HCA (`rdma-odp`), and the discrete-event scheduler with links
+//! across hosts: the scenarios run their traffic in program order, and
+//! time is the cost model's sum of the work each frame causes.
 //!
 //! ## Example
 //!
