@@ -12,8 +12,10 @@
 //! up the sender's ring until the receiver gives the buffer back: the
 //! crossover cable's flow control. A receiver that does not give it back
 //! within `crossover_patience` doorbells of the sender is given a private
-//! copy of the page instead, marked unresponsive (its frames are copied
-//! until it gives a buffer back), and the sender goes on.
+//! copy of the page instead and marked unresponsive: frames to it are
+//! copied from then on (it holds no crossed buffer it could give back, so
+//! it stays so), and the sender goes on. Without virtual time the patience
+//! counts the sender's doorbells, not nanoseconds.
 
 use iovirt_core::Gpa;
 use iovirt_nic::{RxOutcome, TxSlot, regs};
@@ -53,8 +55,7 @@ pub(super) struct CrossState {
     blocked_kicks: u32,
     /// Descriptors of this vNIC mapping senders' pages.
     held: Vec<Held>,
-    /// It kept a sender waiting too long: frames to it are copied until it
-    /// gives a buffer back.
+    /// It kept a sender waiting too long: frames to it are copied.
     unresponsive: bool,
 }
 
@@ -208,7 +209,6 @@ impl Network {
         if count == 0 || after >= count || before == after {
             return Ok(());
         }
-        v.cross.unresponsive = false;
         let returned = |x: u32| {
             (x + count - before) % count <= (after + count - before) % count && x != before
         };
@@ -217,6 +217,8 @@ impl Network {
             if returned(h.rx_index) {
                 if let Some(v) = self.vnics.get_mut(j) {
                     v.cross.held.swap_remove(k);
+                    // It gives crossed buffers back: trust it again.
+                    v.cross.unresponsive = false;
                 }
                 let vm = self
                     .vnics
