@@ -203,10 +203,7 @@ impl Network {
     ) -> Result<(), VmmError> {
         let after = self.rx_tail(host, j);
         let count = self.rx_reg(host, j, regs::RDLEN) / 16;
-        let Some(v) = self.vnics.get_mut(j) else {
-            return Ok(());
-        };
-        if count == 0 || after >= count || before == after {
+        if count == 0 || before >= count || after >= count || before == after {
             return Ok(());
         }
         let returned = |x: u32| {
