@@ -133,7 +133,7 @@ fn net(c: &mut Criterion) {
 
     for (name, mode) in [("bridge", VmToVm::Bridge), ("crossover", VmToVm::Crossover)] {
         let mut t = bed(DemuxMode::Copy, mode);
-        let mut one = |t: &mut Bed| {
+        let one = |t: &mut Bed| {
             let mut bus = t.net.guest(&mut t.host, t.vms[0]);
             t.drivers[0].transmit(&mut bus, black_box(&f)).unwrap();
             t.receive()
