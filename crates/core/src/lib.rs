@@ -21,7 +21,8 @@
 //!   I/O-virtual addresses, returning a [`Cost`] or a [`DmaFault`]),
 //!   [`InterruptSink`], [`MmioDevice`] and [`RegisterAccess`] (the two sides
 //!   of a register block), [`Timers`] and [`NetworkPort`].
-//! - **Virtual time and cost**: [`SimTime`], [`SimDuration`], and the
+//! - **Virtual time and cost**: [`SimTime`], [`SimDuration`], the
+//!   [`EventQueue`] of a discrete-event scheduler, and the
 //!   [`CostModel`] that turns a [`Cost`] into time. Nothing here reads a wall
 //!   clock.
 //! - **Frame storage**: [`FrameBuf`], a reusable buffer that a frame is
@@ -63,6 +64,7 @@
 mod addr;
 mod cost;
 mod dma;
+mod event;
 mod flat_memory;
 mod frame_alloc;
 mod frame_buf;
@@ -79,6 +81,7 @@ mod timer;
 pub use addr::{AddrError, Address, Gpa, Gva, Hpa, Iova, PhysAddress};
 pub use cost::{Cost, CostModel, ETHERNET_WIRE_OVERHEAD};
 pub use dma::{DmaFault, DmaPort, FaultReason, PassthroughDma};
+pub use event::EventQueue;
 pub use flat_memory::{FlatMemory, MAX_FLAT_MEMORY};
 pub use frame_alloc::{BitmapFrameAllocator, FrameAllocator, FrameError};
 pub use frame_buf::{FrameBuf, FrameQueue};

@@ -5,12 +5,13 @@
 //! buffer). The headline is the VM-to-VM frames the physical NIC carries;
 //! crossover should bring it to 0, with no copy.
 
-use iovirt_core::{CostModel, Gpa, Irq};
+use iovirt_core::{CostModel, Gpa, Irq, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
 use serde::{Deserialize, Serialize};
 
+use crate::link::{Link, LinkConfig};
 use crate::platform::{PlatformError, frame};
 
 /// The scenario's parameters (the `[crossover]` table of a config).
@@ -68,14 +69,14 @@ pub const MODES: [VmToVm; 3] = [VmToVm::Loopback, VmToVm::Bridge, VmToVm::Crosso
 
 /// Runs every mode for every frame length.
 pub fn run(params: &Params, cost: &CostModel) -> Result<Vec<Row>, PlatformError> {
-    run_tapped(params, cost, &mut |_| {})
+    run_tapped(params, cost, &mut |_, _| {})
 }
 
 /// Like [`run`], showing every frame the physical NIC carries to `tap`.
 pub fn run_tapped(
     params: &Params,
     cost: &CostModel,
-    tap: &mut dyn FnMut(&[u8]),
+    tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Vec<Row>, PlatformError> {
     let mut rows = Vec::new();
     for &len in &params.frame_lens {
@@ -97,7 +98,7 @@ fn run_one(
     cost: &CostModel,
     mode: VmToVm,
     len: usize,
-    tap: &mut dyn FnMut(&[u8]),
+    tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Row, PlatformError> {
     let mut host = Host::new(HostConfig {
         table_frames: 128,
@@ -138,6 +139,8 @@ fn run_one(
         });
     }
     let (mut frames, mut corrupted) = (0u64, 0u64);
+    // The physical NIC's cable out, for the capture.
+    let mut cable = Link::new(LinkConfig::from_cost(cost, usize::MAX));
     for n in 0..params.frames {
         for (from, (src, dst)) in [(MACS[0], MACS[1]), (MACS[1], MACS[0])]
             .into_iter()
@@ -153,7 +156,10 @@ fn run_one(
                 s.expected.push_back(f);
             }
         }
-        net.drain_outgoing(&mut *tap);
+        net.drain_outgoing(|f| {
+            let _ = cable.send(SimTime::ZERO, f);
+        });
+        cable.deliver_until(SimTime::from_nanos(u64::MAX), |t, f| tap(t, f));
         if (n + 1) % params.batch == 0 || n + 1 == params.frames {
             for s in &mut sides {
                 let expected = &mut s.expected;

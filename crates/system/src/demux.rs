@@ -5,12 +5,13 @@
 //! technique should bring it to 0, and the report shows what it pays
 //! instead: remaps, invalidations and cleared pages.
 
-use iovirt_core::{CostModel, Gpa, Irq};
+use iovirt_core::{CostModel, Gpa, Irq, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
 use serde::{Deserialize, Serialize};
 
+use crate::link::{Link, LinkConfig};
 use crate::platform::{PlatformError, frame};
 
 /// The scenario's parameters (the `[demux]` table of a config).
@@ -72,7 +73,7 @@ pub struct Row {
 
 /// Runs both demultiplexers for every VM count and frame length.
 pub fn run(params: &Params, cost: &CostModel, seed: u64) -> Result<Vec<Row>, PlatformError> {
-    run_tapped(params, cost, seed, &mut |_| {})
+    run_tapped(params, cost, seed, &mut |_, _| {})
 }
 
 /// Like [`run`], showing every frame that arrives from the wire to `tap`.
@@ -80,7 +81,7 @@ pub fn run_tapped(
     params: &Params,
     cost: &CostModel,
     seed: u64,
-    tap: &mut dyn FnMut(&[u8]),
+    tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Vec<Row>, PlatformError> {
     let mut rows = Vec::new();
     for &vms in &params.vms {
@@ -132,7 +133,7 @@ fn run_one(
     demux: DemuxMode,
     vms: u16,
     len: usize,
-    tap: &mut dyn FnMut(&[u8]),
+    tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Row, PlatformError> {
     let vm_pages = VM_MEMORY / 4096;
     let mut host = Host::new(HostConfig {
@@ -173,13 +174,20 @@ fn run_one(
         });
     }
     let mut rng = SplitMix(seed ^ (u64::from(vms) << 32) ^ len as u64);
+    // The peer's cable into the physical NIC.
+    let mut cable = Link::new(LinkConfig::from_cost(cost, 1));
+    let mut now = SimTime::ZERO;
     let (mut frames, mut corrupted) = (0u64, 0u64);
     for n in 0..params.frames {
         let broadcast = params.broadcast_every != 0 && (n + 1) % params.broadcast_every == 0;
         let to = (rng.next() % u64::from(vms)) as u16;
         let dst = if broadcast { [0xff; 6] } else { vm_mac(to) };
         let f = frame(dst, PEER_MAC, n, len);
-        tap(&f);
+        // The peer sends when the host has taken the last frame in.
+        if let Some(arrival) = cable.send(now, &f) {
+            now = arrival;
+        }
+        cable.deliver_until(now, |t, f| tap(t, f));
         for (i, g) in guests.iter_mut().enumerate() {
             if broadcast || i == usize::from(to) {
                 g.expected.push_back(f.clone());

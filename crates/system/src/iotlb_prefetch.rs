@@ -5,12 +5,13 @@
 //! critical path per frame; the technique should bring it from 1 or more to
 //! about 0 on the same traffic.
 
-use iovirt_core::{Cost, CostModel, Gpa};
+use iovirt_core::{Cost, CostModel, Gpa, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IotlbConfig, Replacement};
 use iovirt_nic::{BufferTouch, Prefetchers};
 use serde::{Deserialize, Serialize};
 
+use crate::link::LinkConfig;
 use crate::platform::{MIB, PlatformError, TwoGuests, frame};
 
 /// Which of seed 000's prefetchers run.
@@ -92,7 +93,7 @@ pub struct Row {
 
 /// Runs every combination of prefetch mode, placement and IOTLB size.
 pub fn run(params: &Params, cost: &CostModel, seed: u64) -> Result<Vec<Row>, PlatformError> {
-    run_tapped(params, cost, seed, &mut |_| {})
+    run_tapped(params, cost, seed, &mut |_, _| {})
 }
 
 /// Like [`run`], showing every frame on the wire to `tap`, in order.
@@ -100,7 +101,7 @@ pub fn run_tapped(
     params: &Params,
     cost: &CostModel,
     seed: u64,
-    tap: &mut dyn FnMut(&[u8]),
+    tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Vec<Row>, PlatformError> {
     let mut rows = Vec::new();
     for &entries in &params.iotlb_entries {
@@ -120,13 +121,14 @@ fn run_one(
     mode: PrefetchMode,
     placement: BufferPlacement,
     entries: usize,
-    tap: &mut dyn FnMut(&[u8]),
+    tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Row, PlatformError> {
     let mut h = TwoGuests::new(IotlbConfig {
         entries,
         ways: 0,
         replacement: Replacement::Lru,
     })?;
+    h.set_links(LinkConfig::from_cost(cost, 1024));
     let mut pa = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
     let pb_placement = match placement {
         BufferPlacement::Random => Placement::Random { seed },

@@ -53,5 +53,6 @@ pub mod config;
 pub mod crossover;
 pub mod demux;
 pub mod iotlb_prefetch;
+pub mod link;
 pub mod platform;
 pub mod report;

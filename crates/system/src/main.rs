@@ -140,10 +140,9 @@ fn run(
         }
         None => None,
     };
-    let cost_model = cfg.cost_model;
-    let mut tap = |frame: &[u8]| {
+    let mut tap = |at: iovirt_core::SimTime, frame: &[u8]| {
         if let Some(c) = capture.as_mut() {
-            c.record(frame, &cost_model);
+            c.record(at, frame);
         }
     };
     let selected = |name: &str| scenario == "all" || scenario == name;
@@ -218,11 +217,14 @@ fn emit(text: &str) -> Result<(), (u8, String)> {
     }
 }
 
-/// A pcap file of every frame on the wire, stamped with virtual time: each
-/// frame ends one wire time (cost model) after the one before.
+/// A pcap file of every frame on the wire, stamped with its arrival in
+/// virtual time (the links' latency and bandwidth).
 struct Capture {
     writer: pcap_file::pcap::PcapWriter<std::io::BufWriter<std::fs::File>>,
-    now: iovirt_core::SimTime,
+    /// Where the current run's time zero falls in the capture, ns.
+    offset: u64,
+    /// The last timestamp written, ns.
+    last: u64,
     error: Option<String>,
 }
 
@@ -240,15 +242,23 @@ impl Capture {
             .map_err(|e| e.to_string())?;
         Ok(Capture {
             writer,
-            now: iovirt_core::SimTime::ZERO,
+            offset: 0,
+            last: 0,
             error: None,
         })
     }
 
-    fn record(&mut self, frame: &[u8], cost: &iovirt_core::CostModel) {
-        // The frame on the wire carries a 4-byte FCS the capture leaves out.
-        self.now += cost.wire_time(frame.len() as u64 + 4);
-        let stamp = std::time::Duration::from_nanos(self.now.as_nanos());
+    /// Records `frame`, which arrived at `at` in its run's virtual time.
+    /// Each run starts its clock at zero; the capture lays the runs end to
+    /// end, so its timestamps only grow.
+    fn record(&mut self, at: iovirt_core::SimTime, frame: &[u8]) {
+        let mut stamp = at.as_nanos().saturating_add(self.offset);
+        if stamp <= self.last {
+            self.offset = self.last;
+            stamp = at.as_nanos().saturating_add(self.offset);
+        }
+        self.last = stamp;
+        let stamp = std::time::Duration::from_nanos(stamp);
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         let packet = pcap_file::pcap::PcapPacket::new(stamp, len, frame);
         if self.error.is_none()

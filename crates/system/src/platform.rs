@@ -1,10 +1,10 @@
 //! Two VMs on one host, each with an e1000-style NIC behind the IOMMU in
-//! its own domain, joined by a wire; each VM sees its NIC's registers and
+//! its own domain, joined by a cable (a [`Link`] each way, in virtual time); each VM sees its NIC's registers and
 //! its own guest-physical memory, as its driver must.
 
 use iovirt_core::{
-    BadMemorySize, BitmapFrameAllocator, FrameQueue, Gpa, HostMemory, Hpa, InterruptSink, Iova,
-    Irq, MemError, MmioDevice, PhysMemory, RegisterAccess, TimerQueue, Width, check_range,
+    BadMemorySize, BitmapFrameAllocator, CostModel, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq,
+    MemError, MmioDevice, PhysMemory, RegisterAccess, SimTime, TimerQueue, Width, check_range,
 };
 use iovirt_iommu::{
     BadIotlbConfig, ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig,
@@ -13,14 +13,12 @@ use iovirt_iommu::{
 use iovirt_nic::{Nic, NicConfig, NicEnv, RxOutcome};
 use iovirt_paging::{Levels, MapError, Mapping, PageTable, PagingConfig, PteFlags};
 
+use crate::link::{Link, LinkConfig};
+
 /// One MiB.
 pub const MIB: u64 = 1 << 20;
 /// Guest-physical memory per VM.
 pub const GUEST: u64 = 16 * MIB;
-
-/// Frames in flight on one direction of the wire, kept in one reusable
-/// buffer (no allocation per frame once warm).
-pub type Wire = FrameQueue;
 
 /// Counts interrupts without storing them (the drivers poll), so the hot
 /// path allocates nothing.
@@ -45,7 +43,8 @@ pub struct Guest<'h> {
     req: DmaRequest,
     /// Host address of guest-physical 0.
     base: u64,
-    wire: &'h mut Wire,
+    wire: &'h mut Link,
+    now: SimTime,
     timers: &'h mut TimerQueue,
 }
 
@@ -59,11 +58,15 @@ impl Guest<'_> {
             nic,
             req,
             wire,
+            now,
             timers,
             ..
         } = self;
         let (mut iommu_irqs, mut nic_irqs) = (IrqCount::default(), IrqCount::default());
-        let mut net = |frame: &[u8]| wire.push(frame);
+        // A full link drops the frame (counted in the link's stats).
+        let mut net = |frame: &[u8]| {
+            let _ = wire.send(*now, frame);
+        };
         let mut port = iommu.port(&mut **mem, &mut iommu_irqs, *req);
         let mut env = NicEnv {
             timers: &mut **timers,
@@ -113,8 +116,12 @@ pub struct TwoGuests {
     pub stage2: Vec<PageTable<Iova, Hpa>>,
     /// The two NICs.
     pub nics: [Nic; 2],
-    /// Frames each NIC transmitted, not yet delivered.
-    pub wires: [Wire; 2],
+    /// The cable between the NICs, one link each way: frames each NIC
+    /// transmitted, not yet delivered.
+    pub links: [Link; 2],
+    /// Virtual time: a guest transmits now; a frame is received at its
+    /// arrival.
+    pub now: SimTime,
     /// Each NIC's timers (interrupt moderation; off by default).
     pub timers: [TimerQueue; 2],
 }
@@ -195,7 +202,8 @@ impl TwoGuests {
             iommu,
             stage2,
             nics: [nic(1), nic(2)],
-            wires: [Wire::default(), Wire::default()],
+            links: [link(), link()],
+            now: SimTime::ZERO,
             timers: [TimerQueue::new(), TimerQueue::new()],
         })
     }
@@ -203,7 +211,7 @@ impl TwoGuests {
     /// VM `v`'s view.
     pub fn guest(&mut self, v: usize) -> Guest<'_> {
         let [a, b] = &mut self.nics;
-        let [wa, wb] = &mut self.wires;
+        let [wa, wb] = &mut self.links;
         let [ta, tb] = &mut self.timers;
         let (nic, wire, timers) = if v == 0 { (a, wa, ta) } else { (b, wb, tb) };
         Guest {
@@ -213,40 +221,55 @@ impl TwoGuests {
             req: DmaRequest::new(requester(v)),
             base: GUEST * (v as u64 + 1),
             wire,
+            now: self.now,
             timers,
         }
     }
 
-    /// Carries the frames VM `from`'s NIC sent into the other NIC, handing
-    /// each outcome to `on`.
-    pub fn deliver(&mut self, from: usize, on: impl FnMut(RxOutcome)) {
-        self.deliver_tapped(from, &mut |_| {}, on);
+    /// Replaces both links (empty) with links of `config`.
+    pub fn set_links(&mut self, config: LinkConfig) {
+        self.links = [Link::new(config), Link::new(config)];
     }
 
-    /// Like [`TwoGuests::deliver`], showing every frame to `tap` first (a
-    /// capture on the wire).
+    /// Carries every frame VM `from`'s NIC sent into the other NIC, each at
+    /// its arrival time, handing each outcome to `on`. Time moves to the
+    /// last arrival.
+    pub fn deliver(&mut self, from: usize, on: impl FnMut(RxOutcome)) {
+        self.deliver_tapped(from, &mut |_, _| {}, on);
+    }
+
+    /// Like [`TwoGuests::deliver`], showing every frame and its arrival
+    /// time to `tap` first (a capture on the wire).
     pub fn deliver_tapped(
         &mut self,
         from: usize,
-        tap: &mut dyn FnMut(&[u8]),
+        tap: &mut dyn FnMut(SimTime, &[u8]),
         mut on: impl FnMut(RxOutcome),
     ) {
-        let Some(slot) = self.wires.get_mut(from) else {
+        let Some(slot) = self.links.get_mut(from) else {
             return;
         };
-        let mut wire = core::mem::take(slot);
+        let config = slot.config();
+        let mut link = core::mem::replace(slot, Link::new(config));
+        let mut last = self.now;
         {
             let mut g = self.guest(1 - from);
-            for frame in wire.frames() {
-                tap(frame);
+            link.deliver_until(SimTime::from_nanos(u64::MAX), |t, frame| {
+                tap(t, frame);
+                last = last.max(t);
                 on(g.with_nic(|nic, env| nic.receive(frame, env)));
-            }
+            });
         }
-        wire.clear();
-        if let Some(slot) = self.wires.get_mut(from) {
-            *slot = wire;
+        self.now = last;
+        if let Some(slot) = self.links.get_mut(from) {
+            *slot = link;
         }
     }
+}
+
+/// The default cable: the cost model's wire, 1024 frames of queue.
+fn link() -> Link {
+    Link::new(LinkConfig::from_cost(&CostModel::default(), 1024))
 }
 
 /// A UDP datagram in IPv4 in an Ethernet II frame of `len` bytes (at least
