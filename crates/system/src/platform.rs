@@ -3,8 +3,9 @@
 //! its own guest-physical memory, as its driver must.
 
 use iovirt_core::{
-    BadMemorySize, BitmapFrameAllocator, CostModel, Gpa, HostMemory, Hpa, InterruptSink, Iova, Irq,
-    MemError, MmioDevice, PhysMemory, RegisterAccess, SimTime, TimerQueue, Width, check_range,
+    BadMemorySize, BitmapFrameAllocator, CostModel, EventQueue, Gpa, HostMemory, Hpa,
+    InterruptSink, Iova, Irq, MemError, MmioDevice, PhysMemory, RegisterAccess, SimDuration,
+    SimTime, TimerQueue, Width, check_range,
 };
 use iovirt_iommu::{
     BadIotlbConfig, ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig,
@@ -46,6 +47,7 @@ pub struct Guest<'h> {
     wire: &'h mut Link,
     now: SimTime,
     timers: &'h mut TimerQueue,
+    irqs: &'h mut IrqCount,
 }
 
 impl Guest<'_> {
@@ -60,9 +62,10 @@ impl Guest<'_> {
             wire,
             now,
             timers,
+            irqs,
             ..
         } = self;
-        let (mut iommu_irqs, mut nic_irqs) = (IrqCount::default(), IrqCount::default());
+        let mut iommu_irqs = IrqCount::default();
         // A full link drops the frame (counted in the link's stats).
         let mut net = |frame: &[u8]| {
             let _ = wire.send(*now, frame);
@@ -71,7 +74,7 @@ impl Guest<'_> {
         let mut env = NicEnv {
             timers: &mut **timers,
             dma: &mut port,
-            irq: &mut nic_irqs,
+            irq: &mut **irqs,
             net: &mut net as &mut dyn FnMut(&[u8]),
         };
         f(nic, &mut env)
@@ -124,6 +127,10 @@ pub struct TwoGuests {
     pub now: SimTime,
     /// Each NIC's timers (interrupt moderation; off by default).
     pub timers: [TimerQueue; 2],
+    /// Interrupts each NIC has raised.
+    pub irqs: [IrqCount; 2],
+    /// Interrupts raised and not yet delivered to their VM's handler.
+    pub pending: EventQueue<usize>,
 }
 
 /// The requester id of VM `v`'s NIC: 00:0(v+2).0.
@@ -205,6 +212,8 @@ impl TwoGuests {
             links: [link(), link()],
             now: SimTime::ZERO,
             timers: [TimerQueue::new(), TimerQueue::new()],
+            irqs: [IrqCount::default(), IrqCount::default()],
+            pending: EventQueue::new(),
         })
     }
 
@@ -213,7 +222,12 @@ impl TwoGuests {
         let [a, b] = &mut self.nics;
         let [wa, wb] = &mut self.links;
         let [ta, tb] = &mut self.timers;
-        let (nic, wire, timers) = if v == 0 { (a, wa, ta) } else { (b, wb, tb) };
+        let [ia, ib] = &mut self.irqs;
+        let (nic, wire, timers, irqs) = if v == 0 {
+            (a, wa, ta, ia)
+        } else {
+            (b, wb, tb, ib)
+        };
         Guest {
             mem: &mut self.mem,
             iommu: &mut self.iommu,
@@ -223,6 +237,7 @@ impl TwoGuests {
             wire,
             now: self.now,
             timers,
+            irqs,
         }
     }
 
@@ -261,6 +276,94 @@ impl TwoGuests {
             });
         }
         self.now = last;
+        if let Some(slot) = self.links.get_mut(from) {
+            *slot = link;
+        }
+    }
+}
+
+impl TwoGuests {
+    /// The discrete-event loop: runs, in virtual-time order, every event due
+    /// by `until`: frames arriving over the links (received by the NIC at
+    /// their arrival), the NICs' timers (interrupt moderation), and
+    /// interrupts, each delivered `irq_latency` after its NIC raised it to
+    /// `handler(platform, vm)` (the guest's interrupt handler). Ties go
+    /// timers first, then arrivals, then interrupts, VM 0 before VM 1; time
+    /// ends at `until`. Returns the events run.
+    pub fn run_until(
+        &mut self,
+        until: SimTime,
+        irq_latency: SimDuration,
+        handler: &mut dyn FnMut(&mut TwoGuests, usize),
+    ) -> u64 {
+        let mut events = 0;
+        loop {
+            let timer = (0..2)
+                .filter_map(|v| Some((self.timers.get(v)?.next_expiry()?, v)))
+                .min();
+            let arrival = (0..2)
+                .filter_map(|v| Some((self.links.get(v)?.next_arrival()?, v)))
+                .min();
+            let interrupt = self.pending.next_time();
+            let next = [timer.map(|t| t.0), arrival.map(|t| t.0), interrupt]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(at) = next.filter(|&t| t <= until) else {
+                break;
+            };
+            self.now = self.now.max(at);
+            let raised = [self.irqs[0].0, self.irqs[1].0];
+            match (timer, arrival) {
+                (Some((t, v)), _) if t == at => {
+                    if let Some(token) = self.timers.get_mut(v).and_then(|q| q.pop_until(at)) {
+                        self.guest(v).with_nic(|nic, env| nic.on_timer(token, env));
+                    }
+                }
+                (_, Some((t, from))) if t == at => {
+                    self.sync_timers(1 - from);
+                    self.deliver_until(from, at);
+                }
+                _ => {
+                    if let Some((_, v)) = self.pending.pop_until(at) {
+                        self.sync_timers(v);
+                        handler(self, v);
+                    }
+                }
+            }
+            for (v, before) in raised.into_iter().enumerate() {
+                if self.irqs.get(v).is_some_and(|c| c.0 > before) {
+                    self.pending.schedule_at(self.now + irq_latency, v);
+                }
+            }
+            events += 1;
+        }
+        self.now = self.now.max(until);
+        events
+    }
+
+    /// Brings NIC `v`'s timer clock to now, firing any timer due by then
+    /// (the loop runs those first, so normally there is none).
+    fn sync_timers(&mut self, v: usize) {
+        let now = self.now;
+        while let Some(token) = self.timers.get_mut(v).and_then(|q| q.pop_until(now)) {
+            self.guest(v).with_nic(|nic, env| nic.on_timer(token, env));
+        }
+    }
+
+    /// Delivers the frames on link `from` that arrived by `until`.
+    fn deliver_until(&mut self, from: usize, until: SimTime) {
+        let Some(slot) = self.links.get_mut(from) else {
+            return;
+        };
+        let config = slot.config();
+        let mut link = core::mem::replace(slot, Link::new(config));
+        {
+            let mut g = self.guest(1 - from);
+            link.deliver_until(until, |_, frame| {
+                g.with_nic(|nic, env| nic.receive(frame, env));
+            });
+        }
         if let Some(slot) = self.links.get_mut(from) {
             *slot = link;
         }
