@@ -23,6 +23,8 @@ pub struct Config {
     pub demux: crate::demux::Params,
     /// The `crossover` scenario.
     pub crossover: crate::crossover::Params,
+    /// The `custom` scenario: a host and flows of the user's.
+    pub custom: crate::custom::Params,
 }
 
 /// A configuration that cannot be used, with the field to blame.
@@ -68,7 +70,8 @@ impl Config {
             .validate()
             .map_err(invalid("iotlb_prefetch"))?;
         self.demux.validate().map_err(invalid("demux"))?;
-        self.crossover.validate().map_err(invalid("crossover"))
+        self.crossover.validate().map_err(invalid("crossover"))?;
+        self.custom.validate().map_err(invalid("custom"))
     }
 
     /// The built-in configuration.

@@ -21,6 +21,8 @@
 //! - The `crossover` scenario ([`crossover`], seed 003): two VMs talking
 //!   both ways through the physical NIC's loopback, the VMM's bridge, or by
 //!   crossover. Headline: frames on the physical NIC per VM-to-VM frame.
+//! - The `custom` scenario ([`custom`]): a host, its VMs and the flows
+//!   between them and the wire, as the configuration describes them.
 //! - [`report`]: a readable table, and JSON with `--json`.
 //! - [`config`]: what runs, as TOML; the built-in default is
 //!   [`config::DEFAULT_CONFIG`] (`iovirt config` prints it).
@@ -51,6 +53,7 @@
 
 pub mod config;
 pub mod crossover;
+pub mod custom;
 pub mod demux;
 pub mod iotlb_prefetch;
 pub mod link;

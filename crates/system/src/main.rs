@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use iovirt::config::{Config, DEFAULT_CONFIG};
-use iovirt::report::{CrossoverReport, DemuxReport, PrefetchReport};
-use iovirt::{crossover, demux, iotlb_prefetch};
+use iovirt::report::{CrossoverReport, CustomReport, DemuxReport, PrefetchReport};
+use iovirt::{crossover, custom, demux, iotlb_prefetch};
 
 /// Scenarios this build knows, with one line each.
-const SCENARIOS: [(&str, &str); 3] = [
+const SCENARIOS: [(&str, &str); 4] = [
     (
         "iotlb-prefetch",
         "seed 000: IOTLB misses on the receive critical path, prefetchers off/device/driver/both",
@@ -23,6 +23,10 @@ const SCENARIOS: [(&str, &str); 3] = [
     (
         "crossover",
         "seed 003: VM-to-VM frames on the physical NIC, loopback vs bridge vs crossover",
+    ),
+    (
+        "custom",
+        "your host: VMs and flows from the configuration's [custom] table",
     ),
 ];
 
@@ -185,6 +189,17 @@ fn run(
             params: cfg.crossover.clone(),
             cost_model: cfg.cost_model,
             rows,
+        };
+        tables.push(report.table());
+        values.push(to_json(serde_json::to_value(&report))?);
+    }
+    if selected("custom") {
+        let outcome =
+            custom::run(&cfg.custom, &mut tap).map_err(|e| (1, format!("custom: {e}")))?;
+        let report = CustomReport {
+            scenario: "custom",
+            params: cfg.custom.clone(),
+            outcome,
         };
         tables.push(report.table());
         values.push(to_json(serde_json::to_value(&report))?);

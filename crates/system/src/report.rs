@@ -6,7 +6,7 @@ use core::fmt::Write as _;
 use iovirt_core::CostModel;
 use serde::Serialize;
 
-use crate::{crossover, demux, iotlb_prefetch};
+use crate::{crossover, custom, demux, iotlb_prefetch};
 
 /// Everything one scenario's run produced.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,6 +31,62 @@ pub type DemuxReport = Report<demux::Params, demux::Row>;
 
 /// The `crossover` report.
 pub type CrossoverReport = Report<crossover::Params, crossover::Row>;
+
+/// The `custom` report: the flows, then what the host did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomReport {
+    /// The scenario's name.
+    pub scenario: &'static str,
+    /// What was run.
+    pub params: custom::Params,
+    /// Per flow and for the host.
+    pub outcome: custom::Outcome,
+}
+
+impl CustomReport {
+    /// The table: one line per flow, then the host's main counters.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let p = &self.params;
+        let _ = writeln!(
+            out,
+            "custom: {} VMs, {} flows, demux {:?}, VM-to-VM {:?}, {} host frames",
+            p.vms.len(),
+            p.flows.len(),
+            p.demux,
+            p.vm_to_vm,
+            p.data_frames
+        );
+        let _ = writeln!(out, "headline: frames delivered byte-exact per flow\n");
+        let _ = writeln!(
+            out,
+            "{:<16}  {:>8}  {:>10}  {:>9}  {:>6}",
+            "flow", "sent", "delivered", "corrupted", "lost"
+        );
+        for r in &self.outcome.flows {
+            let _ = writeln!(
+                out,
+                "{:<16}  {:>8}  {:>10}  {:>9}  {:>6}",
+                r.flow, r.sent, r.delivered, r.corrupted, r.lost
+            );
+        }
+        let (n, h) = (&self.outcome.network, &self.outcome.host);
+        let _ = writeln!(
+            out,
+            "\nhost: {} B copied, {} flips, {} crossovers, {} physical-NIC frames out, {} in; \
+             {} swap-outs, {} invalidations, {} unexpected frames",
+            n.bytes_copied.get(),
+            n.flips.get(),
+            n.crossovers.get(),
+            n.uplink_tx_frames.get(),
+            n.uplink_rx_frames.get(),
+            h.swap_outs.get(),
+            h.invalidations.get(),
+            self.outcome.unexpected
+        );
+        out
+    }
+}
 
 impl CrossoverReport {
     /// The table: one line per run, grouped by frame length, the baseline

@@ -72,7 +72,8 @@ fn the_same_seed_gives_the_same_report() {
         [
             (Some("iotlb-prefetch"), Some(7), Some(24)),
             (Some("demux"), Some(7), Some(8)),
-            (Some("crossover"), Some(7), Some(6))
+            (Some("crossover"), Some(7), Some(6)),
+            (Some("custom"), None, None)
         ]
     );
 }
@@ -153,7 +154,7 @@ fn user_errors_are_reported() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["iotlb-prefetch", "demux", "crossover"]);
+    assert_eq!(names, ["iotlb-prefetch", "demux", "crossover", "custom"]);
 }
 
 #[test]
@@ -274,4 +275,88 @@ fn crossover_keeps_vm_to_vm_traffic_off_the_physical_nic_with_no_copy() {
         assert_eq!(r.copies_per_frame, copies, "{r:?}");
         assert_eq!(r.remaps_per_frame, remaps, "{r:?}");
     }
+}
+
+#[test]
+fn a_custom_host_runs_from_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("iovirt-custom-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("custom.toml");
+    let host = |to: &str| {
+        format!(
+            "[custom]\ndemux = \"copy\"\nvm_to_vm = \"bridge\"\ndata_frames = 2048\n\
+             [[custom.vms]]\nmemory_mib = 2\n[[custom.vms]]\nmemory_mib = 8\n\
+             [[custom.flows]]\nfrom = \"wire\"\nto = \"vm0\"\nframes = 40\nlen = 300\n\
+             [[custom.flows]]\nfrom = \"vm0\"\nto = \"{to}\"\nframes = 30\nlen = 1514\n\
+             [[custom.flows]]\nfrom = \"vm1\"\nto = \"wire\"\nframes = 20\nlen = 60\n"
+        )
+    };
+    std::fs::write(&path, host("vm1")).unwrap();
+    let out = iovirt(&[
+        "run",
+        "custom",
+        "--json",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flows = report["outcome"]["flows"].as_array().unwrap();
+    let figures: Vec<_> = flows
+        .iter()
+        .map(|f| {
+            (
+                f["flow"].as_str().unwrap().to_owned(),
+                f["sent"].as_u64(),
+                f["delivered"].as_u64(),
+                f["corrupted"].as_u64(),
+                f["lost"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            (
+                "wire -> vm0".to_owned(),
+                Some(40),
+                Some(40),
+                Some(0),
+                Some(0)
+            ),
+            (
+                "vm0 -> vm1".to_owned(),
+                Some(30),
+                Some(30),
+                Some(0),
+                Some(0)
+            ),
+            (
+                "vm1 -> wire".to_owned(),
+                Some(20),
+                Some(20),
+                Some(0),
+                Some(0)
+            ),
+        ]
+    );
+    assert_eq!(report["outcome"]["unexpected"], 0);
+    // The bridge copied the 30 local frames; the host copied 20 out.
+    assert_eq!(
+        report["outcome"]["network"]["bytes_copied"],
+        40 * 300 + 30 * 1514 + 20 * 60
+    );
+    std::fs::write(&path, host("vm9")).unwrap();
+    let out = iovirt(&["run", "custom", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("`custom.flows`: flow 1: `vm9`: there are 2 VMs"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -311,6 +311,14 @@ impl Network {
         self.outgoing.clear();
     }
 
+    /// Shows every frame the physical NIC transmitted and not yet drained
+    /// to `look`, oldest first, keeping them.
+    pub fn with_outgoing(&self, mut look: impl FnMut(&[u8])) {
+        for frame in self.outgoing.frames() {
+            look(frame);
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> NetStats {
         self.stats
