@@ -5,26 +5,21 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::Host;
 use iovirt_core::{
     AccessKind, BitmapFrameAllocator, DmaPort, FaultReason, Gpa, Gva, HostMemory, Hpa, Iova, Irq,
     MockInterruptSink, PageSize, PhysMemory,
 };
 use iovirt_iommu::{
-    ContextEntry, DmaRequest, DomainId, GvmEntry, Gvmi, Invalidation, Iommu, IommuConfig,
-    IotlbConfig, Pasid, PasidEntry, QueueError, QueuedInvalidation, Replacement, RequesterId,
-    Stage, UplinkAttribute,
+    ContextEntry, DmaRequest, DomainId, GvmEntry, Gvmi, Invalidation, IommuConfig, IotlbConfig,
+    Pasid, PasidEntry, QueueError, QueuedInvalidation, Replacement, RequesterId, Stage,
+    UplinkAttribute,
 };
 use iovirt_paging::{Level, Levels, Mapping, PageTable, PagingConfig, PteFlags, WalkFault};
 
 const MIB: u64 = 1 << 20;
-
-struct Platform {
-    mem: HostMemory,
-    frames: BitmapFrameAllocator<Hpa>,
-    stage2: PageTable<Iova, Hpa>,
-    iommu: Iommu,
-    irqs: Vec<Irq>,
-}
 
 fn rid(dev: u8) -> RequesterId {
     RequesterId::new(0, dev, 0).unwrap()
@@ -32,39 +27,46 @@ fn rid(dev: u8) -> RequesterId {
 
 const D1: DomainId = DomainId(1);
 
-impl Platform {
-    /// 64 MiB of host memory, table frames from the first 16 MiB, one domain
-    /// (4-level second stage) with requester 00:01.0 attached.
-    fn new(config: IommuConfig) -> Platform {
-        let mut mem = HostMemory::new(64 * MIB).unwrap();
-        let mut frames = BitmapFrameAllocator::new(Hpa::new(0), 16 * MIB / 4096);
-        let stage2 = PageTable::new(
-            &mut mem,
-            &mut frames,
-            PagingConfig::second_stage(Levels::Four),
-        )
-        .unwrap();
-        let mut iommu = Iommu::new(config).unwrap();
-        iommu.set_domain(D1, stage2.root(), Levels::Four);
-        iommu.set_context(
-            rid(1),
-            ContextEntry::Translate {
-                domain: D1,
-                pasid_enabled: true,
-            },
-        );
-        Platform {
-            mem,
-            frames,
-            stage2,
-            iommu,
-            irqs: Vec::new(),
-        }
+/// 64 MiB of host memory, table frames from the first 16 MiB, one domain
+/// (4-level second stage) with requester 00:01.0 attached.
+fn platform(config: IommuConfig) -> Host {
+    let mut p = Host::new(64 * MIB, 16 * MIB / 4096, config).unwrap();
+    p.add_domain(D1, Levels::Four);
+    p.attach(rid(1), D1, true);
+    p
+}
+
+/// A fully associative LRU IOTLB of `entries` entries.
+fn lru_iotlb(entries: usize) -> IommuConfig {
+    IommuConfig {
+        iotlb: IotlbConfig {
+            entries,
+            ways: 0,
+            replacement: Replacement::Lru,
+        },
+        ..IommuConfig::default()
+    }
+}
+
+/// What only the behaviour tests ask of the shared [`Host`].
+impl Host {
+    /// Maps `len` bytes at `iova` onto `hpa` in domain [`D1`], in pages of
+    /// at most `largest`.
+    fn map_d1(&mut self, iova: u64, hpa: u64, len: u64, flags: PteFlags, largest: PageSize) {
+        let m = Mapping::new(Iova::new(iova), Hpa::new(hpa), len, flags).with_largest(largest);
+        self.map(D1, m).unwrap();
     }
 
-    fn map(&mut self, iova: u64, hpa: u64, len: u64, flags: PteFlags, largest: PageSize) {
-        let m = Mapping::new(Iova::new(iova), Hpa::new(hpa), len, flags).with_largest(largest);
-        self.stage2.map(&mut self.mem, &mut self.frames, m).unwrap();
+    /// Maps IOVA page `i` of domain [`D1`] onto the page `i` pages above
+    /// 40 MiB, writable.
+    fn map_page(&mut self, i: u64) {
+        self.map_d1(
+            i * 4096,
+            40 * MIB + i * 4096,
+            4096,
+            PteFlags::RW,
+            PageSize::Size4K,
+        );
     }
 
     fn write(
@@ -73,8 +75,7 @@ impl Platform {
         iova: u64,
         data: &[u8],
     ) -> Result<iovirt_core::Cost, iovirt_core::DmaFault> {
-        self.iommu
-            .port(&mut self.mem, &mut self.irqs, DmaRequest::new(rid(dev)))
+        self.port(DmaRequest::new(rid(dev)))
             .dma_write(Iova::new(iova), data)
     }
 
@@ -85,9 +86,7 @@ impl Platform {
         len: usize,
     ) -> Result<Vec<u8>, iovirt_core::DmaFault> {
         let mut buf = vec![0u8; len];
-        self.iommu
-            .port(&mut self.mem, &mut self.irqs, req)
-            .dma_read(Iova::new(iova), &mut buf)?;
+        self.port(req).dma_read(Iova::new(iova), &mut buf)?;
         Ok(buf)
     }
 
@@ -98,8 +97,8 @@ impl Platform {
 
 #[test]
 fn miss_then_hit_and_bytes_land_in_the_mapped_frame() {
-    let mut p = Platform::new(IommuConfig::default());
-    p.map(
+    let mut p = platform(IommuConfig::default());
+    p.map_d1(
         0x4000_0000,
         32 * MIB,
         2 * 4096,
@@ -141,8 +140,8 @@ fn miss_then_hit_and_bytes_land_in_the_mapped_frame() {
 
 #[test]
 fn huge_pages_take_one_entry() {
-    let mut p = Platform::new(IommuConfig::default());
-    p.map(
+    let mut p = platform(IommuConfig::default());
+    p.map_d1(
         0x4000_0000,
         32 * MIB,
         2 * MIB,
@@ -160,11 +159,11 @@ fn huge_pages_take_one_entry() {
 
 #[test]
 fn every_fault_reason() {
-    let mut p = Platform::new(IommuConfig {
+    let mut p = platform(IommuConfig {
         fault_records: 32,
         ..IommuConfig::default()
     });
-    p.map(0x1000, 40 * MIB, 4096, PteFlags::empty(), PageSize::Size4K); // read-only
+    p.map_d1(0x1000, 40 * MIB, 4096, PteFlags::empty(), PageSize::Size4K); // read-only
     let cases: Vec<(Result<Vec<u8>, iovirt_core::DmaFault>, FaultReason)> = vec![
         // No context for 00:02.0.
         (
@@ -204,25 +203,13 @@ fn every_fault_reason() {
         Some(WalkFault::WriteToReadOnly { level: Level::Pt })
     );
     // A context pointing at a domain that does not exist.
-    p.iommu.set_context(
-        rid(3),
-        ContextEntry::Translate {
-            domain: DomainId(9),
-            pasid_enabled: false,
-        },
-    );
+    p.attach(rid(3), DomainId(9), false);
     assert_eq!(
         p.write(3, 0x1000, &[1]).unwrap_err().reason,
         FaultReason::ContextNotPresent
     );
     // PASID on a context without PASID support.
-    p.iommu.set_context(
-        rid(4),
-        ContextEntry::Translate {
-            domain: D1,
-            pasid_enabled: false,
-        },
-    );
+    p.attach(rid(4), D1, false);
     p.iommu.set_pasid(
         rid(4),
         Pasid::new(1).unwrap(),
@@ -237,13 +224,13 @@ fn every_fault_reason() {
         FaultReason::InvalidPasid
     );
     // A reserved bit in a second-stage entry (bit 51 with MAXPHYADDR 46).
-    let mut narrow = Platform::new(IommuConfig {
+    let mut narrow = platform(IommuConfig {
         max_phys_bits: 46,
         ..IommuConfig::default()
     });
-    narrow.map(0x1000, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
+    narrow.map_d1(0x1000, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
     let pte = narrow
-        .stage2
+        .table(D1)
         .walk(&narrow.mem, Iova::new(0x1000), iovirt_core::Access::READ)
         .trace
         .last()
@@ -259,19 +246,13 @@ fn every_fault_reason() {
     // A second-stage root outside memory.
     p.iommu
         .set_domain(DomainId(7), Hpa::new(1 << 40), Levels::Four);
-    p.iommu.set_context(
-        rid(5),
-        ContextEntry::Translate {
-            domain: DomainId(7),
-            pasid_enabled: false,
-        },
-    );
+    p.attach(rid(5), DomainId(7), false);
     assert_eq!(
         p.write(5, 0x1000, &[1]).unwrap_err().reason,
         FaultReason::TableOutsideMemory
     );
     // A mapping onto host-physical space with no memory behind it: a master abort, not recorded.
-    p.map(0x2000, 1 << 40, 4096, PteFlags::RW, PageSize::Size4K);
+    p.map_d1(0x2000, 1 << 40, 4096, PteFlags::RW, PageSize::Size4K);
     let recorded = p.iommu.faults().len();
     assert_eq!(
         p.write(1, 0x2000, &[1]).unwrap_err().reason,
@@ -307,7 +288,7 @@ fn every_fault_reason() {
 
 #[test]
 fn fault_event_once_per_batch_and_overflow() {
-    let mut p = Platform::new(IommuConfig {
+    let mut p = platform(IommuConfig {
         fault_records: 2,
         fault_irq: Some(Irq(33)),
         ..IommuConfig::default()
@@ -330,7 +311,7 @@ fn fault_event_once_per_batch_and_overflow() {
     let mut port = p.iommu.port(&mut p.mem, &mut sink, DmaRequest::new(rid(1)));
     assert!(port.prefetch(Iova::new(0x5000), AccessKind::Read).is_err());
     // A masked event raises nothing.
-    let mut masked = Platform::new(IommuConfig {
+    let mut masked = platform(IommuConfig {
         fault_irq: None,
         ..IommuConfig::default()
     });
@@ -340,12 +321,10 @@ fn fault_event_once_per_batch_and_overflow() {
 
 #[test]
 fn stale_translation_until_invalidated() {
-    let mut p = Platform::new(IommuConfig::default());
-    p.map(0x1000, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
+    let mut p = platform(IommuConfig::default());
+    p.map_d1(0x1000, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
     p.write(1, 0x1000, b"old").unwrap();
-    p.stage2
-        .unmap(&mut p.mem, &mut p.frames, Iova::new(0x1000), 4096)
-        .unwrap();
+    p.unmap(D1, Iova::new(0x1000), 4096).unwrap();
     // The IOTLB still holds the translation: the DMA goes through, as on hardware.
     assert!(p.write(1, 0x1000, b"new").is_ok());
     assert_eq!(
@@ -367,22 +346,9 @@ fn stale_translation_until_invalidated() {
 
 #[test]
 fn invalidation_scopes() {
-    let mut p = Platform::new(IommuConfig {
-        iotlb: IotlbConfig {
-            entries: 64,
-            ways: 0,
-            replacement: Replacement::Lru,
-        },
-        ..IommuConfig::default()
-    });
+    let mut p = platform(lru_iotlb(64));
     for i in 0..8u64 {
-        p.map(
-            i * 4096,
-            40 * MIB + i * 4096,
-            4096,
-            PteFlags::RW,
-            PageSize::Size4K,
-        );
+        p.map_page(i);
         p.write(1, i * 4096, &[0]).unwrap();
     }
     // Order 2 covers four pages, aligned down: pages 4..8 for an address in page 5.
@@ -423,22 +389,9 @@ fn invalidation_scopes() {
 
 #[test]
 fn prefetch_fills_without_moving_data_and_is_counted() {
-    let mut p = Platform::new(IommuConfig {
-        iotlb: IotlbConfig {
-            entries: 2,
-            ways: 0,
-            replacement: Replacement::Lru,
-        },
-        ..IommuConfig::default()
-    });
+    let mut p = platform(lru_iotlb(2));
     for i in 0..4u64 {
-        p.map(
-            i * 4096,
-            40 * MIB + i * 4096,
-            4096,
-            PteFlags::RW,
-            PageSize::Size4K,
-        );
+        p.map_page(i);
     }
     let req = DmaRequest::new(rid(1));
     let cost = p
@@ -474,7 +427,7 @@ fn prefetch_fills_without_moving_data_and_is_counted() {
 #[test]
 fn walk_cache_shortens_walks_and_can_be_off() {
     for (walk_cache_entries, reads) in [(16usize, 4 + 7), (0, 4 * 8)] {
-        let mut p = Platform::new(IommuConfig {
+        let mut p = platform(IommuConfig {
             walk_cache_entries,
             iotlb: IotlbConfig {
                 entries: 0,
@@ -482,7 +435,7 @@ fn walk_cache_shortens_walks_and_can_be_off() {
             },
             ..IommuConfig::default()
         });
-        p.map(0, 40 * MIB, 8 * 4096, PteFlags::RW, PageSize::Size4K);
+        p.map_d1(0, 40 * MIB, 8 * 4096, PteFlags::RW, PageSize::Size4K);
         let mut total = 0;
         for i in 0..8u64 {
             total += p.write(1, i * 4096, &[1]).unwrap().table_reads;
@@ -493,10 +446,10 @@ fn walk_cache_shortens_walks_and_can_be_off() {
 
 /// A VM's process tables (first stage, in guest-physical memory) nested over
 /// the VM's second stage.
-fn nested_platform() -> (Platform, Pasid) {
-    let mut p = Platform::new(IommuConfig::default());
+fn nested_platform() -> (Host, Pasid) {
+    let mut p = platform(IommuConfig::default());
     // Guest-physical 0..8 MiB is backed by host 32..40 MiB.
-    p.map(0, 32 * MIB, 8 * MIB, PteFlags::RW, PageSize::Size4K);
+    p.map_d1(0, 32 * MIB, 8 * MIB, PteFlags::RW, PageSize::Size4K);
     // The guest builds its process tables in its own memory: write them
     // through a host-side view of guest frames (GPA + 32 MiB).
     let mut guest_frames = BitmapFrameAllocator::new(Gpa::new(MIB), 64);
@@ -645,9 +598,7 @@ fn nested_faults_name_their_stage() {
             .is_ok()
     );
     // Second stage: the guest's tables live in a guest page the VMM unmapped.
-    p.stage2
-        .unmap(&mut p.mem, &mut p.frames, Iova::new(MIB), 4096)
-        .unwrap();
+    p.unmap(D1, Iova::new(MIB), 4096).unwrap();
     p.iommu.invalidate(Invalidation::Domain(D1));
     let f = p
         .iommu
@@ -660,7 +611,7 @@ fn nested_faults_name_their_stage() {
 
 #[test]
 fn gvmi_tables_translate_device_internal_addresses() {
-    let mut p = Platform::new(IommuConfig::default());
+    let mut p = platform(IommuConfig::default());
     let mut pa2ma = PageTable::<Gpa, Hpa>::new(
         &mut p.mem,
         &mut p.frames,
@@ -762,11 +713,11 @@ fn gvmi_tables_translate_device_internal_addresses() {
 
 #[test]
 fn invalidation_queue_with_wait_descriptor() {
-    let mut p = Platform::new(IommuConfig {
+    let mut p = platform(IommuConfig {
         invalidation_queue: 3,
         ..IommuConfig::default()
     });
-    p.map(0x1000, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
+    p.map_d1(0x1000, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
     p.write(1, 0x1000, &[1]).unwrap();
     let status = Hpa::new(60 * MIB);
     p.iommu
@@ -811,8 +762,8 @@ fn invalidation_queue_with_wait_descriptor() {
 
 #[test]
 fn stats_serialise_and_reset() {
-    let mut p = Platform::new(IommuConfig::default());
-    p.map(0, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
+    let mut p = platform(IommuConfig::default());
+    p.map_d1(0, 40 * MIB, 4096, PteFlags::RW, PageSize::Size4K);
     p.write(1, 0, &[1]).unwrap();
     let json = serde_json::to_value(p.iommu.stats()).unwrap();
     assert_eq!(json["iotlb_misses"], 1);

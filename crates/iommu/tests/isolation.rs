@@ -12,14 +12,12 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    Geometry, HUGE, HUGE_PAGES, PAGE, drain_faults, geometry, leaf_flags, levels, requester, seen,
+    Geometry, HUGE, HUGE_PAGES, Host, PAGE, drain_faults, geometry, leaf_flags, levels, requester,
+    seen,
 };
-use iovirt_core::{
-    AccessKind, BitmapFrameAllocator, DmaPort, FaultReason, HostMemory, Hpa, Iova, Irq, PageSize,
-    PhysMemory,
-};
-use iovirt_iommu::{ContextEntry, DmaRequest, DomainId, Iommu};
-use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig};
+use iovirt_core::{AccessKind, DmaPort, FaultReason, Hpa, Iova, Irq, PageSize, PhysMemory};
+use iovirt_iommu::{DmaRequest, DomainId};
+use iovirt_paging::{Levels, Mapping};
 use proptest::prelude::*;
 
 /// Host memory of the isolation platform: tables, then each domain's 4 KiB
@@ -235,20 +233,14 @@ fn iso_owner(hpa: u64) -> String {
 }
 
 fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
-    let mut mem = HostMemory::new(ISO_MEM).unwrap();
-    let mut table_frames = BitmapFrameAllocator::new(Hpa::new(0), ISO_TABLE_FRAMES);
-    let mut iommu = Iommu::new(case.geometry.config()).unwrap();
+    let mut host = Host::new(ISO_MEM, ISO_TABLE_FRAMES, case.geometry.config()).unwrap();
 
     // Build every domain's tables from the shared table pool, onto frames of
     // the domain's own pools, and fill those frames with the domain's tag.
     let mut doms = Vec::new();
     for (d, spec) in case.domains.iter().enumerate() {
-        let mut pt = PageTable::<Iova, Hpa>::new(
-            &mut mem,
-            &mut table_frames,
-            PagingConfig::second_stage(spec.levels),
-        )
-        .unwrap();
+        let id = DomainId(d as u16 * 37 + 1);
+        host.add_domain(id, spec.levels);
         let mut pages = BTreeMap::new();
         let small_base = ISO_SMALL_BASE + d as u64 * ISO_SMALL_FRAMES * PAGE;
         let mut used = 0;
@@ -267,7 +259,7 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
                     PAGE,
                     leaf_flags(writable),
                 );
-                pt.map(&mut mem, &mut table_frames, m).unwrap();
+                host.map(id, m).unwrap();
                 pages.insert(iova, (hpa, writable));
             }
         }
@@ -281,7 +273,7 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
                 leaf_flags(writable),
             )
             .with_largest(PageSize::Size2M);
-            let report = pt.map(&mut mem, &mut table_frames, m).unwrap();
+            let report = host.map(id, m).unwrap();
             prop_assert_eq!(report.leaves, [0, 1, 0]);
             for i in 0..HUGE_PAGES {
                 pages.insert(ISO_HUGE_IOVA / PAGE + i, (hpa + i * PAGE, writable));
@@ -289,10 +281,10 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
         }
         let tag = domain_tag(d);
         for &(hpa, _) in pages.values() {
-            mem.write(Hpa::new(hpa), &frame_pattern(tag, hpa)).unwrap();
+            host.mem
+                .write(Hpa::new(hpa), &frame_pattern(tag, hpa))
+                .unwrap();
         }
-        let id = DomainId(d as u16 * 37 + 1);
-        iommu.set_domain(id, pt.root(), spec.levels);
         doms.push(DomainModel {
             id,
             levels: spec.levels,
@@ -303,21 +295,14 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
     }
     let attached: Vec<usize> = case.attach.iter().map(|a| a % doms.len()).collect();
     for (i, &d) in attached.iter().enumerate() {
-        iommu.set_context(
-            requester(i),
-            ContextEntry::Translate {
-                domain: doms[d].id,
-                pasid_enabled: false,
-            },
-        );
+        host.attach(requester(i), doms[d].id, false);
     }
     // Requester `attached.len()` is never given a context.
 
     // Everything the DMAs may change is tracked here; the rest must not move.
     let mut shadow = vec![0u8; ISO_MEM as usize];
-    mem.read(Hpa::ZERO, &mut shadow).unwrap();
+    host.mem.read(Hpa::ZERO, &mut shadow).unwrap();
     let mut now = vec![0u8; ISO_MEM as usize];
-    let mut irqs: Vec<Irq> = Vec::new();
 
     for (n, dma) in case.dmas.iter().enumerate() {
         let r = dma.req.map_or(attached.len(), |r| r % attached.len());
@@ -341,7 +326,7 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
             dma.len
         );
 
-        let mut port = iommu.port(&mut mem, &mut irqs, DmaRequest::new(requester(r)));
+        let mut port = host.port(DmaRequest::new(requester(r)));
         let (result, data) = if dma.write {
             let data: Vec<u8> = (0..dma.len)
                 .map(|i| aim.tag | ((i as u8).wrapping_mul(13).wrapping_add(dma.seed) & 0x1f))
@@ -371,11 +356,11 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
         }
         // A fault is recorded (the log is drained after every DMA, so it has
         // room) and raises the fault event.
-        let records = drain_faults(&mut iommu);
+        let records = drain_faults(&mut host.iommu);
         match expected {
             None => {
                 prop_assert!(records.is_empty(), "{}: {:?}", what, records);
-                prop_assert!(irqs.is_empty(), "{}", what);
+                prop_assert!(host.irqs.is_empty(), "{}", what);
             }
             Some((at, reason)) => {
                 prop_assert_eq!(records.len(), 1, "{}", what);
@@ -386,10 +371,10 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
                     "{}",
                     what
                 );
-                prop_assert_eq!(&irqs, &[Irq(0)], "{}", what);
+                prop_assert_eq!(&host.irqs, &[Irq(0)], "{}", what);
             }
         }
-        irqs.clear();
+        host.irqs.clear();
 
         let dom_hpa = |a: u64| dom.and_then(|d| d.hpa(a)).unwrap();
         if dma.write {
@@ -420,7 +405,7 @@ fn run_isolation(case: &IsolationCase) -> Result<(), TestCaseError> {
         }
         // Nothing else in memory changed: other domains' frames, the tables,
         // the unassigned frames, and the domain's own frames outside the DMA.
-        mem.read(Hpa::ZERO, &mut now).unwrap();
+        host.mem.read(Hpa::ZERO, &mut now).unwrap();
         if now != shadow {
             let i = now.iter().zip(&shadow).position(|(a, b)| a != b).unwrap();
             return Err(TestCaseError::fail(format!(

@@ -11,16 +11,11 @@
 mod common;
 
 use common::{
-    Geometry, HUGE_PAGES, PAGE, drain_faults, geometry, leaf_flags, levels, requester, seen,
+    Geometry, HUGE_PAGES, Host, PAGE, drain_faults, geometry, leaf_flags, levels, requester, seen,
 };
-use iovirt_core::{
-    AccessKind, BitmapFrameAllocator, DmaPort, FaultReason, HostMemory, Hpa, Iova, Irq, PageSize,
-    PhysMemory,
-};
-use iovirt_iommu::{
-    ContextEntry, DmaRequest, DomainId, FaultRecord, Invalidation, Iommu, Replacement,
-};
-use iovirt_paging::{Levels, MapError, Mapping, PageTable, PagingConfig};
+use iovirt_core::{AccessKind, DmaPort, FaultReason, Hpa, Iova, PageSize, PhysMemory};
+use iovirt_iommu::{DmaRequest, DomainId, FaultRecord, Invalidation, Replacement};
+use iovirt_paging::{EditReport, Levels, MapError, Mapping};
 use proptest::prelude::*;
 
 impl Geometry {
@@ -250,15 +245,6 @@ enum Outcome {
     Prefetch(Seen),
 }
 
-/// One simulated machine: memory, tables, IOMMU.
-struct Platform {
-    mem: HostMemory,
-    frames: BitmapFrameAllocator<Hpa>,
-    tables: Vec<PageTable<Iova, Hpa>>,
-    iommu: Iommu,
-    irqs: Vec<Irq>,
-}
-
 /// The data frames' contents before any DMA (built once: debug builds are
 /// slow at per-byte loops over megabytes).
 fn t_initial_data() -> &'static [u8] {
@@ -274,42 +260,25 @@ fn t_domain(d: usize) -> DomainId {
     DomainId(d as u16 + 1)
 }
 
-impl Platform {
-    fn new(case: &TransparencyCase, geometry: Geometry) -> Option<Platform> {
-        let iommu = Iommu::new(geometry.config()).ok()?;
-        let mut p = Platform {
-            mem: HostMemory::new(T_MEM).unwrap(),
-            frames: BitmapFrameAllocator::new(Hpa::new(0), T_TABLE_FRAMES),
-            tables: Vec::new(),
-            iommu,
-            irqs: Vec::new(),
-        };
-        // Data frames hold something recognisable before any DMA.
-        p.mem
-            .write(Hpa::new(T_DATA_BASE), t_initial_data())
-            .unwrap();
-        for (d, &levels) in case.levels.iter().enumerate() {
-            let pt = PageTable::new(
-                &mut p.mem,
-                &mut p.frames,
-                PagingConfig::second_stage(levels),
-            )
-            .unwrap();
-            p.iommu.set_domain(t_domain(d), pt.root(), levels);
-            p.tables.push(pt);
-        }
-        for (r, &d) in case.attach.iter().enumerate() {
-            p.iommu.set_context(
-                requester(r),
-                ContextEntry::Translate {
-                    domain: t_domain(d),
-                    pasid_enabled: false,
-                },
-            );
-        }
-        Some(p)
+/// One simulated machine: memory, tables, IOMMU, with the case's domains
+/// and requesters; `None` when the IOMMU refuses `geometry`.
+fn t_platform(case: &TransparencyCase, geometry: Geometry) -> Option<Host> {
+    let mut p = Host::new(T_MEM, T_TABLE_FRAMES, geometry.config()).ok()?;
+    // Data frames hold something recognisable before any DMA.
+    p.mem
+        .write(Hpa::new(T_DATA_BASE), t_initial_data())
+        .unwrap();
+    for (d, &levels) in case.levels.iter().enumerate() {
+        p.add_domain(t_domain(d), levels);
     }
+    for (r, &d) in case.attach.iter().enumerate() {
+        p.attach(requester(r), t_domain(d), false);
+    }
+    Some(p)
+}
 
+/// What only the transparency test asks of the shared [`Host`].
+impl Host {
     /// Invalidates after an edit of `pages` pages at `first` in domain `dom`.
     fn invalidate(&mut self, dom: usize, first: u64, pages: u64, whole_domain: bool) {
         let inv = if whole_domain {
@@ -324,9 +293,26 @@ impl Platform {
         self.iommu.invalidate(inv);
     }
 
+    /// Clips an edit of `pages` pages at `first` in domain `dom` to the
+    /// window, makes it (`edit` of the domain, the first address and the
+    /// length), then invalidates: what it did, and the table frames in use
+    /// after it.
+    fn edit_and_invalidate(
+        &mut self,
+        dom: usize,
+        first: u64,
+        pages: u64,
+        whole_domain: bool,
+        edit: impl FnOnce(&mut Host, DomainId, Iova, u64) -> Result<EditReport, MapError>,
+    ) -> Outcome {
+        let pages = pages.min(T_WINDOW - first);
+        let r = edit(self, t_domain(dom), Iova::new(first * PAGE), pages * PAGE);
+        self.invalidate(dom, first, pages, whole_domain);
+        Outcome::Edit(r.map(|_| ()), self.frames.used_frames())
+    }
+
     /// Applies `op`; a DMA or prefetch goes to `iova`.
     fn apply(&mut self, op: &TOp, iova: u64) -> (Outcome, Vec<FaultRecord>, usize) {
-        let edit = |r: Result<iovirt_paging::EditReport, MapError>| r.map(|_| ());
         let outcome = match *op {
             TOp::Map {
                 dom,
@@ -350,43 +336,26 @@ impl Platform {
                 } else {
                     PageSize::Size4K
                 });
-                let r = self.tables[dom].map(&mut self.mem, &mut self.frames, m);
-                Outcome::Edit(edit(r), self.frames.used_frames())
+                let r = self.map(t_domain(dom), m);
+                Outcome::Edit(r.map(|_| ()), self.frames.used_frames())
             }
             TOp::Unmap {
                 dom,
                 first,
                 pages,
                 whole_domain,
-            } => {
-                let pages = pages.min(T_WINDOW - first);
-                let r = self.tables[dom].unmap(
-                    &mut self.mem,
-                    &mut self.frames,
-                    Iova::new(first * PAGE),
-                    pages * PAGE,
-                );
-                self.invalidate(dom, first, pages, whole_domain);
-                Outcome::Edit(edit(r), self.frames.used_frames())
-            }
+            } => self.edit_and_invalidate(dom, first, pages, whole_domain, |p, id, at, len| {
+                p.unmap(id, at, len)
+            }),
             TOp::Protect {
                 dom,
                 first,
                 pages,
                 writable,
                 whole_domain,
-            } => {
-                let pages = pages.min(T_WINDOW - first);
-                let r = self.tables[dom].protect(
-                    &mut self.mem,
-                    &mut self.frames,
-                    Iova::new(first * PAGE),
-                    pages * PAGE,
-                    leaf_flags(writable),
-                );
-                self.invalidate(dom, first, pages, whole_domain);
-                Outcome::Edit(edit(r), self.frames.used_frames())
-            }
+            } => self.edit_and_invalidate(dom, first, pages, whole_domain, |p, id, at, len| {
+                p.protect(id, at, len, leaf_flags(writable))
+            }),
             TOp::Dma {
                 req,
                 len,
@@ -398,11 +367,7 @@ impl Platform {
                 let data: Vec<u8> = (0..len)
                     .map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed))
                     .collect();
-                let mut port = self.iommu.port(
-                    &mut self.mem,
-                    &mut self.irqs,
-                    DmaRequest::new(requester(req)),
-                );
+                let mut port = self.port(DmaRequest::new(requester(req)));
                 let dmas = (0..burst)
                     .map(|k| {
                         let at = Iova::new(iova + k * BURST_STRIDE);
@@ -426,11 +391,7 @@ impl Platform {
                 } else {
                     AccessKind::Read
                 };
-                let mut port = self.iommu.port(
-                    &mut self.mem,
-                    &mut self.irqs,
-                    DmaRequest::new(requester(req)),
-                );
+                let mut port = self.port(DmaRequest::new(requester(req)));
                 let r = port.prefetch(Iova::new(iova), kind);
                 Outcome::Prefetch(r.map(|_| ()).map_err(seen))
             }
@@ -478,8 +439,8 @@ fn resolve(at: At, dom: usize, maps: &History, edits: &History) -> u64 {
 }
 
 fn run_transparency(case: &TransparencyCase) -> Result<(), TestCaseError> {
-    let cached = Platform::new(case, case.geometry);
-    let plain = Platform::new(case, Geometry::NONE);
+    let cached = t_platform(case, case.geometry);
+    let plain = t_platform(case, Geometry::NONE);
     let (Some(mut cached), Some(mut plain)) = (cached, plain) else {
         return Err(TestCaseError::fail(format!(
             "a valid geometry was refused: {:?}",

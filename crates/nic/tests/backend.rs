@@ -16,7 +16,7 @@ use common::{IRQ, MEM, Platform, Rig};
 use iovirt_core::{Hpa, Iova, PhysMemory};
 use iovirt_nic::desc::RxSta;
 use iovirt_nic::regs::{self, Cause, Ctrl, Rctl};
-use iovirt_nic::{Accept, NicStats, Prefetchers, RxOutcome, RxSlot};
+use iovirt_nic::{Accept, Prefetchers, RxOutcome, RxSlot};
 use proptest::prelude::*;
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0a];
@@ -64,10 +64,6 @@ impl Rig {
             }
             Err(refused) => refused,
         }
-    }
-
-    fn stats(&self) -> NicStats {
-        *self.nic.stats()
     }
 
     /// The ring's `count` descriptors and their buffers, byte for byte.

@@ -14,7 +14,7 @@
 mod common;
 
 use common::iommu::IommuRig;
-use common::rings::{TX_BUFS, TX_RING, eop_rs, geometry};
+use common::rings::{TX_BUFS, TX_RING, eop_rs, geometry, nop};
 use common::{IRQ, MEM, Platform, Rig};
 use iovirt_core::{Hpa, Iova, PhysMemory};
 use iovirt_nic::desc::{TxCmd, TxDesc, TxSta};
@@ -37,16 +37,6 @@ fn payload(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Seed 000's NOP command naming `addr`.
-fn nop(addr: u64, cmd: TxCmd) -> TxDesc {
-    TxDesc {
-        addr: U64::new(addr),
-        cso: 0xf0,
-        cmd: (TxCmd::DEXT | cmd).bits(),
-        ..TxDesc::default()
-    }
-}
-
 /// The backend's side of the shared [`Rig`].
 impl Rig {
     fn peek(&mut self) -> Result<TxSlot, TxStop> {
@@ -59,10 +49,6 @@ impl Rig {
 
     fn complete(&mut self, slot: &TxSlot) -> bool {
         self.with_env(|nic, env| nic.tx_complete(slot, env))
-    }
-
-    fn stats(&self) -> NicStats {
-        *self.nic.stats()
     }
 
     /// The backend's own read of `len` bytes at `addr` (no IOMMU here: the

@@ -29,11 +29,6 @@ const PEER: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0b];
 
 /// What only the hostile-guest tests ask of the shared [`Rig`].
 impl Rig {
-    /// A copy of the NIC's counters.
-    fn stats(&self) -> NicStats {
-        *self.nic.stats()
-    }
-
     /// The whole stride of RX buffer `slot`.
     fn rx_buf_whole(&self, slot: u64) -> Vec<u8> {
         self.rx_buf(slot, RX_STRIDE as usize)
@@ -49,6 +44,17 @@ fn frame(dst: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
     f[..6].copy_from_slice(&dst);
     f[6..12].copy_from_slice(&PEER);
     f
+}
+
+/// A rig with an enabled 8-descriptor TX ring whose every slot holds the
+/// same 60-byte frame to [`PEER`] (RS set), none sent yet.
+fn eight_frames() -> Rig {
+    let mut r = Rig::new(MAC);
+    r.tx_ring(8, Tctl::EN);
+    for slot in 0..8 {
+        r.put_tx(slot, TX_BUFS, &frame(PEER, 60, 0), eop_rs());
+    }
+    r
 }
 
 /// CVE-2012-6075: a guest with long packets off (RCTL.LPE clear) and small
@@ -161,11 +167,7 @@ fn cve_2015_6815_zero_length_tx_descriptors_terminate() {
 /// `ring_errors` counts each refusal.
 #[test]
 fn cve_2016_1981_heads_beyond_a_small_ring_stop_at_once() {
-    let mut r = Rig::new(MAC);
-    r.tx_ring(8, Tctl::EN);
-    for slot in 0..8 {
-        r.put_tx(slot, TX_BUFS, &frame(PEER, 60, 0), eop_rs());
-    }
+    let mut r = eight_frames();
     r.write(regs::TDH, 100);
     r.write(regs::TDT, 3);
     assert_eq!(r.read(regs::TDH), 100);
@@ -372,11 +374,7 @@ fn cve_2023_3019_dma_at_the_nic_s_own_registers_only_reaches_memory() {
 
 #[test]
 fn ring_lengths_of_zero_or_not_a_multiple_of_128() {
-    let mut r = Rig::new(MAC);
-    r.tx_ring(8, Tctl::EN);
-    for slot in 0..8 {
-        r.put_tx(slot, TX_BUFS, &frame(PEER, 60, 0), eop_rs());
-    }
+    let mut r = eight_frames();
     r.write(regs::TDLEN, 0);
     r.write(regs::TDT, 1);
     assert_eq!(r.stats().ring_errors.get(), 1);

@@ -6,15 +6,14 @@
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use iovirt_core::{
-    BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq, MmioDevice, PhysMemory, TimerQueue, Width,
-};
-use iovirt_iommu::{
-    ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig, Replacement,
-    RequesterId,
-};
-use iovirt_nic::{BufferTouch, Nic, NicConfig, NicEnv, Prefetchers, regs};
-use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
+mod common;
+
+use common::Platform;
+use common::iommu::IommuRig;
+use iovirt_core::{Hpa, Iova, PhysMemory, Width};
+use iovirt_iommu::{IommuConfig, IotlbConfig, Replacement};
+use iovirt_nic::{BufferTouch, Prefetchers, RxOutcome, regs};
+use iovirt_paging::{Mapping, PteFlags};
 
 const MIB: u64 = 1 << 20;
 /// Descriptors per ring.
@@ -24,46 +23,31 @@ const FRAMES: u64 = 200;
 /// IOVA of the RX ring, the TX ring, and the first buffer page.
 const RX_RING: u64 = 0x10_0000;
 const TX_RING: u64 = 0x10_1000;
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
-struct Rig {
-    mem: HostMemory,
-    iommu: Iommu,
-    nic: Nic,
-    req: DmaRequest,
-    /// IOVA of each descriptor's buffer, one page each, scattered.
-    buffers: Vec<u64>,
+/// The host address every IOVA of the rig is mapped to.
+fn hpa(iova: u64) -> Hpa {
+    Hpa::new(iova + 32 * MIB)
 }
 
-/// A NIC behind an IOMMU with an 8-entry IOTLB; the rings and 32 buffers,
-/// each in its own page, spread over 64 MiB of I/O-virtual space in a
-/// scrambled order (the seed's "substantially random arrangement").
-fn rig(prefetchers: Prefetchers) -> Rig {
-    let mut mem = HostMemory::new(128 * MIB).unwrap();
-    let mut frames = BitmapFrameAllocator::new(Hpa::new(0), 4 * MIB / 4096);
-    let mut stage2 = PageTable::<Iova, Hpa>::new(
-        &mut mem,
-        &mut frames,
-        PagingConfig::second_stage(Levels::Four),
-    )
-    .unwrap();
-    let mut map = |iova: u64, mem: &mut HostMemory| {
-        let m = Mapping::new(
-            Iova::new(iova),
-            Hpa::new(iova + 32 * MIB),
-            4096,
-            PteFlags::RW,
-        );
-        stage2.map(mem, &mut frames, m).unwrap();
-    };
-    map(RX_RING, &mut mem);
-    map(TX_RING, &mut mem);
-    // Page i of 16384 (64 MiB), in an order no cache line or IOTLB set likes.
-    let buffers: Vec<u64> = (0..RING)
+/// IOVA of each descriptor's buffer, one page each, scattered: page i of
+/// 16384 (64 MiB), in an order no cache line or IOTLB set likes.
+fn buffers() -> Vec<u64> {
+    (0..RING)
         .map(|i| 0x100_0000 + ((i * 7919) % 16384) * 4096)
+        .collect()
+}
+
+/// A NIC behind an IOMMU with an 8-entry IOTLB; the rings and the
+/// [`buffers`], each in its own page, spread over 64 MiB of I/O-virtual
+/// space in a scrambled order (the seed's "substantially random
+/// arrangement"). The tests look at counters, not at interrupts or timers.
+fn rig(prefetchers: Prefetchers) -> IommuRig {
+    let pages: Vec<_> = [RX_RING, TX_RING]
+        .into_iter()
+        .chain(buffers())
+        .map(|iova| Mapping::new(Iova::new(iova), hpa(iova), 4096, PteFlags::RW))
         .collect();
-    for &b in &buffers {
-        map(b, &mut mem);
-    }
     let config = IommuConfig {
         iotlb: IotlbConfig {
             entries: 8,
@@ -72,80 +56,26 @@ fn rig(prefetchers: Prefetchers) -> Rig {
         },
         ..IommuConfig::default()
     };
-    let mut iommu = Iommu::new(config).unwrap();
-    iommu.set_domain(DomainId(1), stage2.root(), Levels::Four);
-    let rid = RequesterId::new(0, 2, 0).unwrap();
-    iommu.set_context(
-        rid,
-        ContextEntry::Translate {
-            domain: DomainId(1),
-            pasid_enabled: false,
-        },
-    );
-    let mut nic = Nic::new(NicConfig {
-        mac: [2, 0, 0, 0, 0, 1],
-        irq: Irq(1),
-    });
-    nic.set_prefetchers(prefetchers);
-    Rig {
-        mem,
-        iommu,
-        nic,
-        req: DmaRequest::new(rid),
-        buffers,
-    }
+    let mut r = IommuRig::with_config(MAC, 128 * MIB, config, Hpa::new(0), 4 * MIB / 4096, &pages);
+    r.nic.set_prefetchers(prefetchers);
+    r
 }
 
-impl Rig {
-    fn hpa(iova: u64) -> Hpa {
-        Hpa::new(iova + 32 * MIB)
-    }
-
-    /// Runs `f` on the NIC with an environment whose frames go to `net`
-    /// (the tests look at counters, not at interrupts or timers, so those
-    /// are thrown away).
-    fn with_env<R>(
-        &mut self,
-        net: &mut dyn FnMut(&[u8]),
-        f: impl FnOnce(
-            &mut Nic,
-            &mut NicEnv<
-                '_,
-                IommuPort<'_, HostMemory, Vec<Irq>>,
-                Vec<Irq>,
-                dyn FnMut(&[u8]) + '_,
-                TimerQueue,
-            >,
-        ) -> R,
-    ) -> R {
-        let (mut iommu_irqs, mut nic_irqs): (Vec<Irq>, Vec<Irq>) = (Vec::new(), Vec::new());
-        let mut timers = TimerQueue::new();
-        let mut port = self.iommu.port(&mut self.mem, &mut iommu_irqs, self.req);
-        let mut env = NicEnv {
-            dma: &mut port,
-            irq: &mut nic_irqs,
-            net,
-            timers: &mut timers,
-        };
-        f(&mut self.nic, &mut env)
-    }
-
-    /// A register write by the driver.
-    fn write_reg(&mut self, reg: u64, value: u32) {
-        self.with_env(&mut |_| {}, |nic, env| {
-            nic.mmio_write(reg, Width::U32, u64::from(value), env)
-        });
-    }
+/// Critical-path IOTLB misses per frame, and the misses the prefetchers took.
+fn misses(r: &IommuRig) -> (f64, u64) {
+    let s = r.nic.stats();
+    (
+        s.critical_iotlb_misses.get() as f64 / FRAMES as f64,
+        s.prefetch_iotlb_misses.get(),
+    )
 }
 
 /// Receives `FRAMES` frames, the driver handing each descriptor back right
 /// after the frame: returns critical-path IOTLB misses per frame.
 fn rx_misses(prefetchers: Prefetchers) -> (f64, u64) {
     let mut r = rig(prefetchers);
-    for (i, &b) in r.buffers.clone().iter().enumerate() {
-        r.mem
-            .write_u64(Rig::hpa(RX_RING + i as u64 * 16), b)
-            .unwrap();
+    for (i, &b) in buffers().iter().enumerate() {
+        r.mem.write_u64(hpa(RX_RING + i as u64 * 16), b).unwrap();
     }
     for (reg, value) in [
         (regs::RDBAL, RX_RING as u32),
@@ -154,39 +84,30 @@ fn rx_misses(prefetchers: Prefetchers) -> (f64, u64) {
         (regs::RDT, (RING - 1) as u32),
         (regs::RCTL, (regs::Rctl::EN | regs::Rctl::BAM).bits()),
     ] {
-        r.write_reg(reg, value);
+        r.write(reg, value);
     }
     let frame = [0xffu8; 1000];
     let mut tail = RING - 1;
     for _ in 0..FRAMES {
-        let outcome = r.with_env(&mut |_| {}, |nic, env| nic.receive(&frame, env));
-        assert!(
-            matches!(outcome, iovirt_nic::RxOutcome::Stored { .. }),
-            "{outcome:?}"
-        );
+        let outcome = r.receive(&frame);
+        assert!(matches!(outcome, RxOutcome::Stored { .. }), "{outcome:?}");
         // The driver consumes the frame and gives the descriptor back.
         tail = (tail + 1) % RING;
-        r.write_reg(regs::RDT, tail as u32);
+        r.write(regs::RDT, tail as u32);
     }
-    let s = r.nic.stats();
-    assert_eq!(s.rx_frames.get(), FRAMES);
-    (
-        s.critical_iotlb_misses.get() as f64 / FRAMES as f64,
-        s.prefetch_iotlb_misses.get(),
-    )
+    assert_eq!(r.nic.stats().rx_frames.get(), FRAMES);
+    misses(&r)
 }
 
 /// Transmits `FRAMES` frames from the driver's fixed copy buffers (one per
 /// descriptor): returns critical-path IOTLB misses per frame.
 fn tx_misses(prefetchers: Prefetchers) -> (f64, u64) {
     let mut r = rig(prefetchers);
-    for (i, &b) in r.buffers.clone().iter().enumerate() {
-        r.mem
-            .write_u64(Rig::hpa(TX_RING + i as u64 * 16), b)
-            .unwrap();
+    for (i, &b) in buffers().iter().enumerate() {
+        r.mem.write_u64(hpa(TX_RING + i as u64 * 16), b).unwrap();
         // Length 1000, EOP | RS.
         r.mem
-            .write_u32(Rig::hpa(TX_RING + i as u64 * 16 + 8), 1000 | (0x09 << 24))
+            .write_u32(hpa(TX_RING + i as u64 * 16 + 8), 1000 | (0x09 << 24))
             .unwrap();
     }
     for (reg, value) in [
@@ -194,24 +115,14 @@ fn tx_misses(prefetchers: Prefetchers) -> (f64, u64) {
         (regs::TDLEN, (RING * 16) as u32),
         (regs::TCTL, regs::Tctl::EN.bits()),
     ] {
-        r.write_reg(reg, value);
+        r.write(reg, value);
     }
-    let mut sent = 0u64;
     for i in 1..=FRAMES {
-        let mut net = |f: &[u8]| {
-            assert_eq!(f.len(), 1000);
-            sent += 1;
-        };
-        r.with_env(&mut net, |nic, env| {
-            nic.mmio_write(regs::TDT, Width::U32, i % RING, env)
-        });
+        r.write_w(regs::TDT, Width::U32, i % RING);
     }
-    assert_eq!(sent, FRAMES);
-    let s = r.nic.stats();
-    (
-        s.critical_iotlb_misses.get() as f64 / FRAMES as f64,
-        s.prefetch_iotlb_misses.get(),
-    )
+    assert!(r.wire.iter().all(|f| f.len() == 1000));
+    assert_eq!(r.wire.len() as u64, FRAMES);
+    misses(&r)
 }
 
 #[test]

@@ -10,7 +10,7 @@
 mod common;
 
 use common::iommu::IommuRig;
-use common::rings::{BSIZE_256, SENTINEL, TX_BUFS, TX_RING, eop_rs};
+use common::rings::{BSIZE_256, SENTINEL, TX_BUFS, TX_RING, eop_rs, nop};
 use common::{IRQ, Platform, Rig};
 use iovirt_core::{Hpa, Iova, PhysMemory};
 use iovirt_nic::desc::{RxDesc, RxSta, TxCmd, TxDesc, TxSta};
@@ -384,20 +384,6 @@ fn padding_never_carries_an_earlier_frames_bytes() {
     assert_eq!(r.wire[1].len(), 60);
     assert_eq!(r.wire[1][..42], short[..]);
     assert_eq!(r.wire[1][42..], [0; 18], "padding is zeros");
-}
-
-/// A NOP transmit command (DEXT with descriptor type 0xF in the high
-/// nibble of byte 10) for `addr`.
-fn nop(addr: u64, cmd: TxCmd) -> TxDesc {
-    let d = TxDesc {
-        addr: U64::new(addr),
-        cso: 0xf0,
-        cmd: (TxCmd::DEXT | cmd).bits(),
-        ..TxDesc::default()
-    };
-    assert!(d.is_nop());
-    assert_eq!(d.as_bytes()[10] >> 4, 0xf);
-    d
 }
 
 #[test]

@@ -1,10 +1,15 @@
-//! Set-up shared by the NIC's integration tests (`registers.rs`, `rings.rs`
-//! and `hostile.rs`): a NIC on host memory, the environment each call into
-//! it needs, and register access built on that; then, in submodules, the
-//! descriptor-ring helpers and a NIC behind an IOMMU.
+//! Set-up shared by the NIC's integration tests: a NIC on host memory, the
+//! environment each call into it needs, and register access built on that;
+//! then, in submodules, the descriptor-ring helpers and a NIC behind an
+//! IOMMU.
 
-use iovirt_core::{DmaPort, HostMemory, Irq, MmioDevice, PassthroughDma, Width};
-use iovirt_nic::{Nic, NicConfig, NicEnv, RxOutcome};
+// Each test binary includes this module and uses a part of it (`link.rs`
+// and `moderation.rs` no rings, `registers.rs` no IOMMU): the rest is unused
+// there.
+#![allow(dead_code)]
+
+use iovirt_core::{DmaPort, HostMemory, Irq, MmioDevice, PassthroughDma, TimerQueue, Width};
+use iovirt_nic::{Nic, NicConfig, NicEnv, NicStats, RxOutcome};
 
 /// The interrupt every test NIC raises.
 pub(crate) const IRQ: Irq = Irq(11);
@@ -13,8 +18,7 @@ pub(crate) const MEM: u64 = 1 << 20;
 
 /// The environment of one call into the NIC: a DMA port, the interrupts
 /// raised, and where transmitted frames go.
-pub(crate) type Env<'a> =
-    NicEnv<'a, dyn DmaPort + 'a, Vec<Irq>, dyn FnMut(&[u8]) + 'a, iovirt_core::TimerQueue>;
+pub(crate) type Env<'a> = NicEnv<'a, dyn DmaPort + 'a, Vec<Irq>, dyn FnMut(&[u8]) + 'a, TimerQueue>;
 
 /// A NIC on a test platform: what each call into it needs, and the register
 /// and frame helpers built on that.
@@ -51,12 +55,15 @@ pub(crate) trait Platform {
     }
 }
 
-/// A NIC on 1 MiB of memory without an IOMMU, with what it raised and sent.
+/// A NIC on 1 MiB of memory without an IOMMU, with what it raised and sent,
+/// and its clock: the timers it arms wait there until a test runs the clock
+/// (until then it stays at 0, as a fresh queue's would).
 pub(crate) struct Rig {
     pub(crate) mem: HostMemory,
     pub(crate) nic: Nic,
     pub(crate) irqs: Vec<Irq>,
     pub(crate) wire: Vec<Vec<u8>>,
+    pub(crate) timers: TimerQueue,
 }
 
 impl Rig {
@@ -68,7 +75,13 @@ impl Rig {
             nic: Nic::new(NicConfig { mac, irq: IRQ }),
             irqs: Vec::new(),
             wire: Vec::new(),
+            timers: TimerQueue::new(),
         }
+    }
+
+    /// A copy of the NIC's counters.
+    pub(crate) fn stats(&self) -> NicStats {
+        *self.nic.stats()
     }
 }
 
@@ -79,24 +92,25 @@ impl Platform for Rig {
             nic,
             irqs,
             wire,
+            timers,
         } = self;
-        run(nic, &mut PassthroughDma::new(mem), irqs, wire, f)
+        run(nic, &mut PassthroughDma::new(mem), irqs, wire, timers, f)
     }
 }
 
 /// Runs `f` on `nic` with an environment of `dma`, `irqs` for the
-/// interrupts it raises, and `wire` for the frames it sends.
+/// interrupts it raises, `wire` for the frames it sends, and `timers`.
 fn run<R>(
     nic: &mut Nic,
     dma: &mut dyn DmaPort,
     irqs: &mut Vec<Irq>,
     wire: &mut Vec<Vec<u8>>,
+    timers: &mut TimerQueue,
     f: impl FnOnce(&mut Nic, &mut Env<'_>) -> R,
 ) -> R {
     let mut net = |frame: &[u8]| wire.push(frame.to_vec());
-    let mut timers = iovirt_core::TimerQueue::new();
     let mut env: Env<'_> = NicEnv {
-        timers: &mut timers,
+        timers,
         dma,
         irq: irqs,
         net: &mut net,
@@ -106,8 +120,6 @@ fn run<R>(
 
 /// Descriptor rings on a [`Rig`]: where they and their buffers live, and
 /// helpers that lay them out and read them back.
-// registers.rs includes common/ but sets up no rings: in its crate all of this is unused.
-#[allow(dead_code)]
 pub(crate) mod rings {
     use super::{Platform, Rig};
     use iovirt_core::{Hpa, PhysMemory};
@@ -147,6 +159,20 @@ pub(crate) mod rings {
     /// End of packet, report status: a whole frame whose DD is written back.
     pub(crate) fn eop_rs() -> TxCmd {
         TxCmd::EOP | TxCmd::RS
+    }
+
+    /// A NOP transmit command (seed 000's: DEXT with descriptor type 0xF in
+    /// the high nibble of byte 10) for `addr`.
+    pub(crate) fn nop(addr: u64, cmd: TxCmd) -> TxDesc {
+        let d = TxDesc {
+            addr: U64::new(addr),
+            cso: 0xf0,
+            cmd: (TxCmd::DEXT | cmd).bits(),
+            ..TxDesc::default()
+        };
+        assert!(d.is_nop());
+        assert_eq!(d.as_bytes()[10] >> 4, 0xf);
+        d
     }
 
     impl Rig {
@@ -237,11 +263,9 @@ pub(crate) mod rings {
 }
 
 /// A NIC behind an IOMMU, reaching memory only through the IOMMU's port.
-// registers.rs includes common/ but puts no IOMMU in front of its NIC: there this is unused.
-#[allow(dead_code)]
 pub(crate) mod iommu {
     use super::{Env, IRQ, MEM, Platform, run};
-    use iovirt_core::{BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq};
+    use iovirt_core::{BitmapFrameAllocator, HostMemory, Hpa, Iova, Irq, TimerQueue};
     use iovirt_iommu::{ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, RequesterId};
     use iovirt_nic::{Nic, NicConfig};
     use iovirt_paging::{Levels, Mapping, PageTable, PagingConfig, PteFlags};
@@ -251,8 +275,8 @@ pub(crate) mod iommu {
         RequesterId::new(0, 3, 0).unwrap()
     }
 
-    /// A NIC behind an IOMMU on 4 MiB of memory, with the IOMMU's fault
-    /// events, and what the NIC raised and sent.
+    /// A NIC behind an IOMMU, with the IOMMU's fault events, and what the
+    /// NIC raised and sent (each call into it gets a fresh clock).
     pub(crate) struct IommuRig {
         pub(crate) mem: HostMemory,
         pub(crate) iommu: Iommu,
@@ -263,16 +287,32 @@ pub(crate) mod iommu {
     }
 
     impl IommuRig {
-        /// A NIC with address `mac` whose [`requester`] translates through
-        /// domain 1, a four-level second-stage table (its frames allocated
-        /// from `tables` up) that maps `mappings`.
+        /// A NIC with address `mac` on 4 MiB of memory whose [`requester`]
+        /// translates through domain 1, a four-level second-stage table (its
+        /// frames allocated from `tables` up) that maps `mappings`.
         pub(crate) fn with_mappings(
             mac: [u8; 6],
             tables: Hpa,
             mappings: &[Mapping<Iova, Hpa>],
         ) -> IommuRig {
-            let mut mem = HostMemory::new(4 * MEM).unwrap();
-            let mut frames = BitmapFrameAllocator::new(tables, 256);
+            IommuRig::with_config(mac, 4 * MEM, IommuConfig::default(), tables, 256, mappings)
+        }
+
+        /// A NIC with address `mac` on `mem` bytes of memory behind an
+        /// IOMMU configured by `config`, whose [`requester`] translates
+        /// through domain 1, a four-level second-stage table that maps
+        /// `mappings` (in that order), its frames allocated from the
+        /// `table_frames` frames from `tables` up.
+        pub(crate) fn with_config(
+            mac: [u8; 6],
+            mem: u64,
+            config: IommuConfig,
+            tables: Hpa,
+            table_frames: u64,
+            mappings: &[Mapping<Iova, Hpa>],
+        ) -> IommuRig {
+            let mut mem = HostMemory::new(mem).unwrap();
+            let mut frames = BitmapFrameAllocator::new(tables, table_frames);
             let mut stage2 = PageTable::<Iova, Hpa>::new(
                 &mut mem,
                 &mut frames,
@@ -282,7 +322,7 @@ pub(crate) mod iommu {
             for &m in mappings {
                 stage2.map(&mut mem, &mut frames, m).unwrap();
             }
-            let mut iommu = Iommu::new(IommuConfig::default()).unwrap();
+            let mut iommu = Iommu::new(config).unwrap();
             iommu.set_domain(DomainId(1), stage2.root(), Levels::Four);
             iommu.set_context(
                 requester(),
@@ -322,7 +362,7 @@ pub(crate) mod iommu {
                 wire,
             } = self;
             let mut port = iommu.port(mem, faults, DmaRequest::new(requester()));
-            run(nic, &mut port, irqs, wire, f)
+            run(nic, &mut port, irqs, wire, &mut TimerQueue::new(), f)
         }
     }
 }
