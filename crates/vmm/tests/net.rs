@@ -193,3 +193,39 @@ fn a_vm_that_stops_posting_buffers_starves_only_its_own_traffic() {
     );
     assert_eq!(r.receive(0).len(), 15);
 }
+
+#[test]
+fn vnic_interrupt_moderation_runs_on_the_platforms_clock() {
+    use iovirt_core::{SimDuration, SimTime};
+    use iovirt_nic::regs;
+    let mut r = Rig::new(2, DemuxMode::Copy, VmToVm::Bridge);
+    let b = r.vms[1];
+    // ITR = 100: interrupts at least 25.6 us apart.
+    {
+        use iovirt_core::RegisterAccess;
+        r.net.guest(&mut r.host, b).write32(regs::ITR, 100);
+    }
+    let injected = |r: &Rig| r.host.lapic(b).unwrap().stats().injected.get();
+    let before = injected(&r);
+    r.arrive(&frame(MAC[1], OUTSIDE, 64, 1));
+    assert_eq!(injected(&r), before + 1, "the first interrupt goes at once");
+    // The guest takes it: ICR read, vector retired.
+    assert_ne!(r.reg(1, regs::ICR), 0);
+    let lapic = r.host.lapic_mut(b).unwrap();
+    assert_eq!(lapic.acknowledge(), Some(VECTOR as u8));
+    lapic.eoi();
+    // A second frame within the interval waits for the throttle timer.
+    r.arrive(&frame(MAC[1], OUTSIDE, 64, 2));
+    assert_eq!(injected(&r), before + 1);
+    let due = r.net.next_timer().unwrap();
+    assert_eq!(due, SimTime::ZERO + SimDuration::from_nanos(25_600));
+    assert_eq!(
+        r.net.run_timers(&mut r.host, SimTime::from_nanos(25_599)),
+        0
+    );
+    assert_eq!(injected(&r), before + 1);
+    assert_eq!(r.net.run_timers(&mut r.host, due), 1);
+    assert_eq!(injected(&r), before + 2, "released when the interval ends");
+    assert_eq!(r.net.next_timer(), None);
+    assert_eq!(r.receive(1).len(), 2);
+}

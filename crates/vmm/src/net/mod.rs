@@ -302,6 +302,47 @@ impl Network {
         self.refill_uplink(host)
     }
 
+    /// When the next vNIC timer (interrupt moderation) is due, if any: the
+    /// platform's scheduler calls [`Network::run_timers`] then.
+    pub fn next_timer(&self) -> Option<iovirt_core::SimTime> {
+        self.vnics
+            .iter()
+            .filter_map(|v| v.timers.next_expiry())
+            .min()
+    }
+
+    /// Fires every vNIC timer due by `until`, in time order (vNIC order on
+    /// ties), injecting the interrupts they release; every vNIC's clock
+    /// then reads `until`. Returns the timers fired.
+    pub fn run_timers(&mut self, host: &mut Host, until: iovirt_core::SimTime) -> u64 {
+        let mut fired = 0;
+        // Each round fires the earliest due timer; a fired timer may arm
+        // another, which is then looked at too.
+        while let Some((at, i)) = self
+            .vnics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((v.timers.next_expiry()?, i)))
+            .min()
+            .filter(|&(at, _)| at <= until)
+        {
+            let token = self.vnics.get_mut(i).and_then(|v| v.timers.pop_until(at));
+            if let Some(token) = token
+                && self
+                    .with_vnic(host, i, |nic, env| nic.on_timer(token, env))
+                    .is_ok()
+            {
+                fired += 1;
+            }
+        }
+        for v in &mut self.vnics {
+            // Everything due by `until` fired above: this moves the clock.
+            let none = v.timers.pop_until(until);
+            debug_assert!(none.is_none());
+        }
+        fired
+    }
+
     /// Hands every frame the physical NIC transmitted to `wire`, oldest
     /// first, and forgets them.
     pub fn drain_outgoing(&mut self, mut wire: impl FnMut(&[u8])) {
