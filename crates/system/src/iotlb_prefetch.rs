@@ -5,10 +5,10 @@
 //! critical path per frame; the technique should bring it from 1 or more to
 //! about 0 on the same traffic.
 
-use iovirt_core::{Cost, CostModel, Gpa, SimTime};
+use iovirt_core::{Cost, CostModel, Gpa, RegisterAccess, SimDuration, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IotlbConfig, Replacement};
-use iovirt_nic::{BufferTouch, Prefetchers};
+use iovirt_nic::{BufferTouch, Prefetchers, regs};
 use serde::{Deserialize, Serialize};
 
 use crate::link::LinkConfig;
@@ -48,6 +48,19 @@ pub enum BufferPlacement {
     Contiguous,
 }
 
+/// How A's frames are paced and B receives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pacing {
+    /// A sends a frame once B has taken the last one in; B's driver polls
+    /// after each frame.
+    Lockstep,
+    /// A sends at the link's line rate; B's driver receives only in its
+    /// interrupt handler, `irq_latency_ns` after its NIC raises the
+    /// interrupt, with B's NIC throttled by `itr` (the discrete-event loop).
+    LineRate,
+}
+
 /// The scenario's parameters (the `[iotlb_prefetch]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,6 +71,13 @@ pub struct Params {
     pub frame_len: usize,
     /// IOTLB sizes to try (fully associative, LRU).
     pub iotlb_entries: Vec<usize>,
+    /// Lock-step or line-rate traffic.
+    pub pacing: Pacing,
+    /// Line rate: from a NIC's interrupt to its driver's handler, ns.
+    pub irq_latency_ns: u64,
+    /// Line rate: B's ITR register (interrupts at least `itr` x 256 ns
+    /// apart; 0 for none).
+    pub itr: u32,
 }
 
 impl Default for Params {
@@ -66,6 +86,9 @@ impl Default for Params {
             frames: 2000,
             frame_len: 512,
             iotlb_entries: vec![8, 64, 512],
+            pacing: Pacing::Lockstep,
+            irq_latency_ns: 2_000,
+            itr: 0,
         }
     }
 }
@@ -154,18 +177,54 @@ fn run_one(
     }
     let (src, dst) = (da.mac(), db.mac());
     let mut received = 0u64;
-    for n in 0..params.frames {
-        let f = frame(dst, src, n, params.frame_len);
-        // A full TX ring means B has not caught up: deliver and retry once.
-        if da.transmit(&mut h.guest(0), &f).is_err() {
-            h.deliver_tapped(0, tap, |_| {});
-            let _ = db.receive(&mut h.guest(1), |_| received += 1);
-            da.transmit(&mut h.guest(0), &f)
-                .map_err(|_| PlatformError::Stalled)?;
+    match params.pacing {
+        Pacing::Lockstep => {
+            for n in 0..params.frames {
+                let f = frame(dst, src, n, params.frame_len);
+                // A full TX ring means B has not caught up: deliver and
+                // retry once.
+                if da.transmit(&mut h.guest(0), &f).is_err() {
+                    h.deliver_tapped(0, tap, |_| {});
+                    let _ = db.receive(&mut h.guest(1), |_| received += 1);
+                    da.transmit(&mut h.guest(0), &f)
+                        .map_err(|_| PlatformError::Stalled)?;
+                }
+                h.deliver_tapped(0, tap, |_| {});
+                db.receive(&mut h.guest(1), |_| received += 1)
+                    .map_err(PlatformError::Guest)?;
+            }
         }
-        h.deliver_tapped(0, tap, |_| {});
-        db.receive(&mut h.guest(1), |_| received += 1)
-            .map_err(PlatformError::Guest)?;
+        Pacing::LineRate => {
+            h.guest(1).write32(regs::ITR, params.itr);
+            let gap = LinkConfig::from_cost(cost, 1024).serialization(params.frame_len);
+            let latency = SimDuration::from_nanos(params.irq_latency_ns);
+            let mut g = Handlers {
+                a: da,
+                b: db,
+                received: 0,
+                failed: None,
+            };
+            for n in 0..params.frames {
+                let f = frame(dst, src, n, params.frame_len);
+                // A's ring full: wait a frame time at a time for its reclaim.
+                for _ in 0..1024 {
+                    if g.a.transmit(&mut h.guest(0), &f).is_ok() {
+                        break;
+                    }
+                    let next = h.now + gap;
+                    h.run_tapped_until(next, latency, &mut |h, v| g.on_interrupt(h, v), tap);
+                }
+                let next = h.now + gap;
+                h.run_tapped_until(next, latency, &mut |h, v| g.on_interrupt(h, v), tap);
+            }
+            // Let the last frames arrive and be handled.
+            let end = h.now + SimDuration::from_micros(1_000);
+            h.run_tapped_until(end, latency, &mut |h, v| g.on_interrupt(h, v), tap);
+            if let Some(err) = g.failed {
+                return Err(PlatformError::Guest(err));
+            }
+            received = g.received;
+        }
     }
     let s = h.nics[1].stats();
     let frames = received.max(1) as f64;
@@ -188,6 +247,29 @@ fn run_one(
     })
 }
 
+/// The two drivers as interrupt handlers (line-rate pacing).
+struct Handlers {
+    a: E1000Driver,
+    b: E1000Driver,
+    received: u64,
+    failed: Option<iovirt_core::MemError>,
+}
+
+impl Handlers {
+    /// VM `v`'s interrupt: B receives, A reclaims its transmit descriptors.
+    fn on_interrupt(&mut self, h: &mut TwoGuests, v: usize) {
+        let r = if v == 1 {
+            let received = &mut self.received;
+            self.b.handle_interrupt(&mut h.guest(1), |_| *received += 1)
+        } else {
+            self.a.handle_interrupt(&mut h.guest(0), |_| {})
+        };
+        if let Err(err) = r {
+            self.failed.get_or_insert(err);
+        }
+    }
+}
+
 impl Params {
     /// Checks the values, naming the first bad field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -208,6 +290,15 @@ impl Params {
         }
         if let Some(bad) = self.iotlb_entries.iter().find(|&&e| e > 65_536) {
             return Err(("iotlb_entries", format!("{bad} entries is more than 65536")));
+        }
+        if self.irq_latency_ns > 1_000_000 {
+            return Err((
+                "irq_latency_ns",
+                format!("{} ns is more than 1 ms", self.irq_latency_ns),
+            ));
+        }
+        if self.itr > 0xffff {
+            return Err(("itr", format!("{} does not fit ITR's 16 bits", self.itr)));
         }
         Ok(())
     }

@@ -296,6 +296,18 @@ impl TwoGuests {
         irq_latency: SimDuration,
         handler: &mut dyn FnMut(&mut TwoGuests, usize),
     ) -> u64 {
+        self.run_tapped_until(until, irq_latency, handler, &mut |_, _| {})
+    }
+
+    /// Like [`TwoGuests::run_until`], showing every frame and its arrival
+    /// time to `tap` as it arrives.
+    pub fn run_tapped_until(
+        &mut self,
+        until: SimTime,
+        irq_latency: SimDuration,
+        handler: &mut dyn FnMut(&mut TwoGuests, usize),
+        tap: &mut dyn FnMut(SimTime, &[u8]),
+    ) -> u64 {
         let mut events = 0;
         loop {
             let timer = (0..2)
@@ -322,7 +334,7 @@ impl TwoGuests {
                 }
                 (_, Some((t, from))) if t == at => {
                     self.sync_timers(1 - from);
-                    self.deliver_until(from, at);
+                    self.deliver_until(from, at, tap);
                 }
                 _ => {
                     if let Some((_, v)) = self.pending.pop_until(at) {
@@ -352,7 +364,7 @@ impl TwoGuests {
     }
 
     /// Delivers the frames on link `from` that arrived by `until`.
-    fn deliver_until(&mut self, from: usize, until: SimTime) {
+    fn deliver_until(&mut self, from: usize, until: SimTime, tap: &mut dyn FnMut(SimTime, &[u8])) {
         let Some(slot) = self.links.get_mut(from) else {
             return;
         };
@@ -360,7 +372,8 @@ impl TwoGuests {
         let mut link = core::mem::replace(slot, Link::new(config));
         {
             let mut g = self.guest(1 - from);
-            link.deliver_until(until, |_, frame| {
+            link.deliver_until(until, |t, frame| {
+                tap(t, frame);
                 g.with_nic(|nic, env| nic.receive(frame, env));
             });
         }

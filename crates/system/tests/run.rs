@@ -360,3 +360,49 @@ fn a_custom_host_runs_from_a_config_file() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn at_line_rate_the_device_prefetcher_keeps_its_claim_and_the_driver_one_fades() {
+    let params = Params {
+        frames: 400,
+        iotlb_entries: vec![8],
+        pacing: iotlb_prefetch::Pacing::LineRate,
+        ..Params::default()
+    };
+    let rows = iotlb_prefetch::run(&params, &CostModel::default(), 1).unwrap();
+    for r in &rows {
+        assert_eq!(r.frames, 400, "every frame arrived: {r:?}");
+        match r.prefetch {
+            PrefetchMode::Off => assert!(r.critical_misses_per_frame >= 1.0, "{r:?}"),
+            PrefetchMode::Device | PrefetchMode::Both => {
+                assert!(r.critical_misses_per_frame <= 0.01, "{r:?}")
+            }
+            // The driver's NOP commands go out after a receive pass; at line
+            // rate the next frames have already landed by then.
+            PrefetchMode::Driver => assert!(r.critical_misses_per_frame > 0.5, "{r:?}"),
+        }
+    }
+    // Throttled interrupts batch more frames per pass: the driver's
+    // prefetcher helps even less.
+    let throttled = iotlb_prefetch::run(
+        &Params {
+            itr: 100,
+            ..params.clone()
+        },
+        &CostModel::default(),
+        1,
+    )
+    .unwrap();
+    let driver = |rows: &[iotlb_prefetch::Row]| {
+        rows.iter()
+            .find(|r| r.prefetch == PrefetchMode::Driver && r.placement == BufferPlacement::Random)
+            .unwrap()
+            .critical_misses_per_frame
+    };
+    assert!(
+        driver(&throttled) > driver(&rows),
+        "{} vs {}",
+        driver(&throttled),
+        driver(&rows)
+    );
+}
