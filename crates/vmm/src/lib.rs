@@ -40,7 +40,8 @@
 //!   physical NIC (seed 003's baseline), or crossed over (seed 003): the
 //!   sender's transmit page is shared read-only under the receiver's next
 //!   receive buffer ([`Host::share_page`]) and the registers move as a
-//!   crossover cable would.
+//!   crossover cable would; [`Network::wire_vms`] wires two VMs as a
+//!   private cable (the seed's static embodiment).
 //! - **Interrupt injection.** Each VM has a [`Lapic`], an `InterruptSink`
 //!   for its devices. It models the IRR and ISR, coalescing per vector,
 //!   priority classes, acknowledge and EOI, and illegal vectors 0 to 15

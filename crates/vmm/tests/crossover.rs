@@ -208,3 +208,35 @@ fn a_receiver_writing_into_a_crossed_buffer_changes_only_its_copy() {
     // A's transmit still completes when B gives the buffer back.
     assert_eq!(r.reg(0, regs::TDH), 1);
 }
+
+#[test]
+fn statically_wired_vms_form_a_private_network() {
+    for mode in [VmToVm::Crossover, VmToVm::Bridge] {
+        let mut r = Rig::new(3, DemuxMode::Copy, mode);
+        r.net.wire_vms(r.vms[0], r.vms[1]).unwrap();
+        assert!(r.net.wire_vms(r.vms[1], r.vms[2]).is_err(), "wired already");
+        assert!(r.net.wire_vms(r.vms[2], r.vms[2]).is_err());
+        let to_b = frame(mac(1), mac(0), 700, 1);
+        let bcast = frame([0xff; 6], mac(0), 200, 2);
+        let to_c = frame(mac(2), mac(0), 300, 3);
+        let out = frame(OUTSIDE, mac(0), 100, 4);
+        for f in [&to_b, &bcast, &to_c, &out] {
+            r.transmit(0, f);
+            r.receive(1);
+        }
+        // Everything went down the cable to B; B's filter kept its own
+        // frames and the broadcast. Nothing reached C or the wire.
+        let b = r.net.vnic(r.vms[1]).unwrap().stats();
+        assert_eq!(b.rx_frames.get(), 2, "{mode:?}");
+        assert_eq!(b.rx_filtered.get(), 2, "{mode:?}");
+        assert!(r.receive(2).is_empty(), "{mode:?}");
+        assert!(r.wire().is_empty(), "{mode:?}");
+        // And back: B's frames reach A only.
+        let back = frame(mac(0), mac(1), 500, 5);
+        r.transmit(1, &back);
+        assert_eq!(r.receive(0), vec![back], "{mode:?}");
+        if mode == VmToVm::Crossover {
+            assert_eq!(r.net.stats().crossovers.get(), 3);
+        }
+    }
+}

@@ -100,6 +100,11 @@ impl Network {
         let vm = self.vnics.get(i)?.vm;
         let mut dst = [0u8; 6];
         host.peek(vm, Gpa::new(slot.addr.raw()), &mut dst).ok()?;
+        // Statically wired (seed 003's static embodiment): everything goes
+        // to the partner, whose receive filter has the last word.
+        if let Some(j) = self.vnics.get(i)?.wired {
+            return Some((dst, 1 << j));
+        }
         let group = dst[0] & 1 != 0;
         let mut targets = 0u64;
         for (j, v) in self.vnics.iter().enumerate() {
@@ -140,35 +145,42 @@ impl Network {
                 continue;
             };
             let (to_vm, unresponsive) = (to.vm, to.cross.unresponsive);
-            if !unresponsive
-                && let Ok(Ok(rx)) = self.with_vnic(host, j, |nic, env| nic.rx_claim(dst, len, env))
-                && rx.buffer.raw().is_multiple_of(PAGE)
-                && host
-                    .share_page(from_vm, page, to_vm, Gpa::new(rx.buffer.raw()))
-                    .is_ok()
-            {
-                let done = self.with_vnic(host, j, |nic, env| nic.rx_commit(&rx, len, env))?;
-                if matches!(done, RxOutcome::Stored { .. }) {
-                    held |= 1 << j;
-                    self.stats.crossovers.inc();
-                    if let Some(v) = self.vnics.get_mut(j) {
-                        v.cross.held.push(Held {
-                            from: i,
-                            rx_index: rx.index,
-                            gpa: Gpa::new(rx.buffer.raw()),
-                        });
-                    }
+            if !unresponsive {
+                let claim = self.with_vnic(host, j, |nic, env| nic.rx_claim(dst, len, env))?;
+                let Ok(rx) = claim else {
+                    // Refused (receiver off, filter, no descriptor, a bad
+                    // ring), and counted, by the vNIC: a copy would be
+                    // refused the same way.
+                    self.stats.vnic_refused.inc();
                     continue;
+                };
+                let gpa = Gpa::new(rx.buffer.raw());
+                if gpa.raw().is_multiple_of(PAGE)
+                    && host.share_page(from_vm, page, to_vm, gpa).is_ok()
+                {
+                    let done = self.with_vnic(host, j, |nic, env| nic.rx_commit(&rx, len, env))?;
+                    if matches!(done, RxOutcome::Stored { .. }) {
+                        held |= 1 << j;
+                        self.stats.crossovers.inc();
+                        if let Some(v) = self.vnics.get_mut(j) {
+                            v.cross.held.push(Held {
+                                from: i,
+                                rx_index: rx.index,
+                                gpa,
+                            });
+                        }
+                        continue;
+                    }
+                    host.unshare_page(to_vm, gpa)?;
                 }
-                host.unshare_page(to_vm, Gpa::new(rx.buffer.raw()))?;
             }
-            // Not crossable into this VM (no free descriptor, a buffer not
-            // a whole page, a pinned page, a slow receiver): its receive
-            // engine gets a copy, or refuses it, as from the wire.
+            // Not crossable into this VM (a buffer not a whole page, a
+            // pinned page, a slow receiver): its receive engine gets a copy.
             self.stats.crossover_fallbacks.inc();
             self.copy_frame_into(host, from_vm, page, len, j)?;
         }
-        if dst[0] & 1 != 0 {
+        let wired = self.vnics.get(i).is_some_and(|v| v.wired.is_some());
+        if dst[0] & 1 != 0 && !wired {
             // Group frames also leave the host.
             self.copy_frame_out(host, from_vm, page, len)?;
         }

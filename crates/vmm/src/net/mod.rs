@@ -144,6 +144,8 @@ struct Vnic {
     irqs: Vec<Irq>,
     /// Crossover state, as sender and as receiver.
     cross: crossover::CrossState,
+    /// The vNIC this one is wired to (a private cable), if any.
+    wired: Option<usize>,
 }
 
 /// The host's network: vNICs, switch, uplink and demultiplexer.
@@ -225,9 +227,37 @@ impl Network {
             timers: TimerQueue::new(),
             irqs: Vec::new(),
             cross: crossover::CrossState::default(),
+            wired: None,
         });
         let index = self.vnics.len();
         self.uplink.accept_mac(host, index, mac, &mut self.outgoing);
+        Ok(())
+    }
+
+    /// Wires the vNICs of `a` and `b` together, as with a crossover cable
+    /// (seed 003's static embodiment: a private network of the two): from
+    /// now on every frame either sends goes to the other alone, crossed
+    /// over where it can be (with [`VmToVm::Crossover`]) and copied
+    /// otherwise, and neither reaches the switch or the physical NIC.
+    pub fn wire_vms(&mut self, a: VmId, b: VmId) -> Result<(), VmmError> {
+        let (Some(i), Some(j)) = (self.vnic_index(a), self.vnic_index(b)) else {
+            return Err(VmmError::BadVm("no vNIC to wire"));
+        };
+        if i == j {
+            return Err(VmmError::BadVm("a vNIC wired to itself"));
+        }
+        if self
+            .vnics
+            .iter()
+            .any(|v| v.wired.is_some() && (v.vm == a || v.vm == b))
+        {
+            return Err(VmmError::BadVm("a vNIC is wired already"));
+        }
+        for (x, y) in [(i, j), (j, i)] {
+            if let Some(v) = self.vnics.get_mut(x) {
+                v.wired = Some(y);
+            }
+        }
         Ok(())
     }
 
@@ -421,7 +451,14 @@ impl Network {
             return;
         }
         let pending = core::mem::take(&mut self.pending);
+        let wired = self.vnics.get(from).and_then(|v| v.wired);
         for frame in pending.frames() {
+            if let Some(to) = wired {
+                // A private cable: the partner's receive engine decides.
+                self.stats.local_frames.inc();
+                self.copy_into(host, to, frame);
+                continue;
+            }
             let Some(dst) = frame.first_chunk::<6>().copied() else {
                 continue;
             };
