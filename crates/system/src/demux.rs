@@ -5,14 +5,18 @@
 //! technique should bring it to 0, and the report shows what it pays
 //! instead: remaps, invalidations and cleared pages.
 
-use iovirt_core::{CostModel, Gpa, Irq, SimTime};
+use std::collections::VecDeque;
+
+use iovirt_core::{CostModel, Gpa, Irq, RegisterAccess, SimDuration, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
+use iovirt_nic::regs;
 use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
 use serde::{Deserialize, Serialize};
 
+use crate::host_sim::{HostSim, SimGuest};
 use crate::link::{Link, LinkConfig};
-use crate::platform::{PlatformError, frame};
+use crate::platform::{Pacing, PlatformError, frame};
 
 /// The scenario's parameters (the `[demux]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,8 +31,16 @@ pub struct Params {
     /// Every n-th frame is a broadcast (to every VM); 0 for none.
     pub broadcast_every: u32,
     /// Frames between two receive passes of the guests' drivers (as
-    /// interrupt moderation would batch them).
+    /// interrupt moderation would batch them); lock-step pacing only.
     pub batch: u32,
+    /// Lock-step, or line rate with the guests receiving in their
+    /// interrupt handlers.
+    pub pacing: Pacing,
+    /// Line rate: from an interrupt's injection to the guest's handler, ns.
+    pub irq_latency_ns: u64,
+    /// Line rate: every vNIC's ITR (interrupts at least `itr` x 256 ns
+    /// apart; 0 for none).
+    pub itr: u32,
 }
 
 impl Default for Params {
@@ -39,6 +51,9 @@ impl Default for Params {
             vms: vec![2, 4],
             broadcast_every: 0,
             batch: 8,
+            pacing: Pacing::Lockstep,
+            irq_latency_ns: 2_000,
+            itr: 0,
         }
     }
 }
@@ -56,6 +71,9 @@ pub struct Row {
     pub frames: u64,
     /// Frames that arrived with other bytes than were sent (must be 0).
     pub corrupted: u64,
+    /// Frames sent and never received (dropped for want of buffers: only
+    /// at line rate).
+    pub lost: u64,
     /// Headline: bytes the host copied per frame received.
     pub bytes_copied_per_frame: f64,
     /// Pages remapped into a VM per frame.
@@ -106,6 +124,36 @@ const UPLINK_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x01];
 const VM_MEMORY: u64 = 4 << 20;
 const RX_DESCRIPTORS: u16 = 64;
 
+/// Frames received, checked against what was sent.
+#[derive(Debug, Default)]
+struct Tally {
+    frames: u64,
+    corrupted: u64,
+    lost: u64,
+}
+
+impl Tally {
+    /// [`Tally::check`] against guest `g`'s queue.
+    fn check_at(&mut self, expected: &mut [VecDeque<Vec<u8>>], g: usize, got: &[u8]) {
+        if let Some(q) = expected.get_mut(g) {
+            self.check(q, got);
+        }
+    }
+
+    /// `got` arrived where `expected` were sent, in order: frames before
+    /// the one it matches were lost; one that matches none is corrupted.
+    fn check(&mut self, expected: &mut VecDeque<Vec<u8>>, got: &[u8]) {
+        self.frames += 1;
+        match expected.iter().position(|e| e == got) {
+            Some(k) => {
+                self.lost += k as u64;
+                expected.drain(..=k);
+            }
+            None => self.corrupted += 1,
+        }
+    }
+}
+
 /// A small deterministic generator (SplitMix64) for the destinations.
 struct SplitMix(u64);
 
@@ -123,7 +171,7 @@ struct Guest {
     vm: VmId,
     driver: E1000Driver,
     /// Frames sent to it and not yet received, in order.
-    expected: std::collections::VecDeque<Vec<u8>>,
+    expected: VecDeque<Vec<u8>>,
 }
 
 fn run_one(
@@ -174,42 +222,96 @@ fn run_one(
         });
     }
     let mut rng = SplitMix(seed ^ (u64::from(vms) << 32) ^ len as u64);
-    // The peer's cable into the physical NIC.
-    let mut cable = Link::new(LinkConfig::from_cost(cost, 1));
-    let mut now = SimTime::ZERO;
-    let (mut frames, mut corrupted) = (0u64, 0u64);
-    for n in 0..params.frames {
+    let mut dests = |n: u32| {
         let broadcast = params.broadcast_every != 0 && (n + 1) % params.broadcast_every == 0;
         let to = (rng.next() % u64::from(vms)) as u16;
         let dst = if broadcast { [0xff; 6] } else { vm_mac(to) };
-        let f = frame(dst, PEER_MAC, n, len);
-        // The peer sends when the host has taken the last frame in.
-        if let Some(arrival) = cable.send(now, &f) {
-            now = arrival;
-        }
-        cable.deliver_until(now, |t, f| tap(t, f));
-        for (i, g) in guests.iter_mut().enumerate() {
-            if broadcast || i == usize::from(to) {
-                g.expected.push_back(f.clone());
+        (frame(dst, PEER_MAC, n, len), broadcast, usize::from(to))
+    };
+    let mut tally = Tally::default();
+    let (host, net) = match params.pacing {
+        Pacing::Lockstep => {
+            // The peer's cable into the physical NIC.
+            let mut cable = Link::new(LinkConfig::from_cost(cost, 1));
+            let mut now = SimTime::ZERO;
+            for n in 0..params.frames {
+                let (f, broadcast, to) = dests(n);
+                // The peer sends when the host has taken the last frame in.
+                if let Some(arrival) = cable.send(now, &f) {
+                    now = arrival;
+                }
+                cable.deliver_until(now, |t, f| tap(t, f));
+                for (i, g) in guests.iter_mut().enumerate() {
+                    if broadcast || i == to {
+                        g.expected.push_back(f.clone());
+                    }
+                }
+                net.receive_from_wire(&mut host, &f)?;
+                if (n + 1) % params.batch == 0 || n + 1 == params.frames {
+                    for g in &mut guests {
+                        let expected = &mut g.expected;
+                        g.driver
+                            .receive(&mut net.guest(&mut host, g.vm), |got| {
+                                tally.check(expected, got);
+                            })
+                            .map_err(PlatformError::Guest)?;
+                    }
+                }
             }
+            (host, net)
         }
-        net.receive_from_wire(&mut host, &f)?;
-        if (n + 1) % params.batch == 0 || n + 1 == params.frames {
-            for g in &mut guests {
-                let expected = &mut g.expected;
-                g.driver
-                    .receive(&mut net.guest(&mut host, g.vm), |got| {
-                        frames += 1;
-                        if expected.pop_front().as_deref() != Some(got) {
-                            corrupted += 1;
-                        }
-                    })
-                    .map_err(PlatformError::Guest)?;
+        Pacing::LineRate => {
+            let link = LinkConfig::from_cost(cost, 1024);
+            let mut expected: Vec<_> = guests
+                .iter_mut()
+                .map(|g| core::mem::take(&mut g.expected))
+                .collect();
+            let sim_guests: Vec<SimGuest> = guests
+                .drain(..)
+                .map(|g| SimGuest {
+                    vm: g.vm,
+                    driver: g.driver,
+                })
+                .collect();
+            for g in &sim_guests {
+                net.guest(&mut host, g.vm).write32(regs::ITR, params.itr);
             }
+            let mut sim = HostSim::new(
+                host,
+                net,
+                sim_guests,
+                (Link::new(link), Link::new(link)),
+                SimDuration::from_nanos(params.irq_latency_ns),
+            );
+            let gap = link.serialization(len);
+            for n in 0..params.frames {
+                let (f, broadcast, to) = dests(n);
+                for (i, q) in expected.iter_mut().enumerate() {
+                    if broadcast || i == to {
+                        q.push_back(f.clone());
+                    }
+                }
+                sim.send_from_wire(&f);
+                let next = sim.now + gap;
+                sim.run_until(
+                    next,
+                    &mut |g, _, got| tally.check_at(&mut expected, g, got),
+                    tap,
+                )?;
+            }
+            let end = sim.now + SimDuration::from_micros(1_000);
+            sim.run_until(
+                end,
+                &mut |g, _, got| tally.check_at(&mut expected, g, got),
+                tap,
+            )?;
+            tally.lost += expected.iter().map(|q| q.len() as u64).sum::<u64>();
+            (sim.host, sim.net)
         }
-    }
-    // A frame never received is as wrong as one received wrong.
-    corrupted += guests.iter().map(|g| g.expected.len() as u64).sum::<u64>();
+    };
+    // A frame never received is lost.
+    tally.lost += guests.iter().map(|g| g.expected.len() as u64).sum::<u64>();
+    let (frames, corrupted, lost) = (tally.frames, tally.corrupted, tally.lost);
     let (s, h) = (net.stats(), host.stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
     let host_ns = cost.copy_time(s.bytes_copied.get()).as_nanos()
@@ -223,6 +325,7 @@ fn run_one(
         frame_len: len,
         frames,
         corrupted,
+        lost,
         bytes_copied_per_frame: per(s.bytes_copied.get()),
         remaps_per_frame: per(h.frames_adopted.get()),
         invalidations_per_frame: per(h.invalidations.get()),
@@ -263,6 +366,15 @@ impl Params {
                 "vms",
                 format!("{bad} VMs: the physical NIC filters for 1 to 15"),
             ));
+        }
+        if self.irq_latency_ns > 1_000_000 {
+            return Err((
+                "irq_latency_ns",
+                format!("{} ns is more than 1 ms", self.irq_latency_ns),
+            ));
+        }
+        if self.itr > 0xffff {
+            return Err(("itr", format!("{} does not fit ITR's 16 bits", self.itr)));
         }
         if self.batch == 0 || self.batch >= u32::from(RX_DESCRIPTORS) {
             return Err((

@@ -48,18 +48,7 @@ pub enum BufferPlacement {
     Contiguous,
 }
 
-/// How A's frames are paced and B receives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pacing {
-    /// A sends a frame once B has taken the last one in; B's driver polls
-    /// after each frame.
-    Lockstep,
-    /// A sends at the link's line rate; B's driver receives only in its
-    /// interrupt handler, `irq_latency_ns` after its NIC raises the
-    /// interrupt, with B's NIC throttled by `itr` (the discrete-event loop).
-    LineRate,
-}
+pub use crate::platform::Pacing;
 
 /// The scenario's parameters (the `[iotlb_prefetch]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,7 @@ pub mod config;
 pub mod crossover;
 pub mod custom;
 pub mod demux;
+pub mod host_sim;
 pub mod iotlb_prefetch;
 pub mod link;
 pub mod platform;

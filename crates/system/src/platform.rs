@@ -133,6 +133,19 @@ pub struct TwoGuests {
     pub pending: EventQueue<usize>,
 }
 
+/// How a scenario's traffic is paced and its guests receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pacing {
+    /// Each frame is sent once the one before has been taken in, and the
+    /// receiving drivers poll.
+    Lockstep,
+    /// Frames are sent at the link's line rate, and the receiving drivers
+    /// take them only in their interrupt handlers, an interrupt latency
+    /// after the interrupt (the discrete-event loop).
+    LineRate,
+}
+
 /// The requester id of VM `v`'s NIC: 00:0(v+2).0.
 pub fn requester(v: usize) -> RequesterId {
     RequesterId::from_raw(((v as u16 & 0x1f) + 2) << 3)

@@ -147,11 +147,12 @@ impl DemuxReport {
         let _ = writeln!(out, "headline: bytes the host copies per frame\n");
         let _ = writeln!(
             out,
-            "{:>3}  {:>5}  {:<5}  {:>8}  {:>11}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}",
+            "{:>3}  {:>5}  {:<5}  {:>8}  {:>6}  {:>11}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}",
             "vms",
             "len",
             "demux",
             "frames",
+            "lost",
             "copied B/fr",
             "remaps/fr",
             "invals/fr",
@@ -163,11 +164,12 @@ impl DemuxReport {
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:>3}  {:>5}  {:<5}  {:>8}  {:>11.1}  {:>8.3}  {:>9.3}  {:>8.3}  {:>11.1}  {:>12.3}  {:>9}",
+                "{:>3}  {:>5}  {:<5}  {:>8}  {:>6}  {:>11.1}  {:>8.3}  {:>9.3}  {:>8.3}  {:>11.1}  {:>12.3}  {:>9}",
                 r.vms,
                 r.frame_len,
                 format!("{:?}", r.demux).to_lowercase(),
                 r.frames,
+                r.lost,
                 r.bytes_copied_per_frame,
                 r.remaps_per_frame,
                 r.invalidations_per_frame,

@@ -406,3 +406,39 @@ fn at_line_rate_the_device_prefetcher_keeps_its_claim_and_the_driver_one_fades()
         driver(&rows)
     );
 }
+
+#[test]
+fn the_demultiplexers_at_line_rate_on_the_event_loop() {
+    let params = demux::Params {
+        frames: 600,
+        vms: vec![2],
+        pacing: iovirt::platform::Pacing::LineRate,
+        ..demux::Params::default()
+    };
+    let rows = demux::run(&params, &CostModel::default(), 3).unwrap();
+    for r in &rows {
+        assert_eq!((r.frames, r.lost, r.corrupted), (600, 0, 0), "{r:?}");
+    }
+    // Throttled interrupts (51.2 us) let 64 B frames overrun the guests'
+    // 63-buffer rings: both forms lose the same frames (the guest ring is
+    // the limit), and still copy nothing by page flipping.
+    let throttled = demux::run(
+        &demux::Params { itr: 200, ..params },
+        &CostModel::default(),
+        3,
+    )
+    .unwrap();
+    let at = |demux, len| {
+        throttled
+            .iter()
+            .find(|r| r.demux == demux && r.frame_len == len)
+            .unwrap()
+            .clone()
+    };
+    let (copy, flip) = (at(DemuxMode::Copy, 64), at(DemuxMode::Flip, 64));
+    assert!(copy.lost > 0, "{copy:?}");
+    assert_eq!((copy.frames, copy.lost), (flip.frames, flip.lost));
+    assert_eq!(copy.frames + copy.lost, 600);
+    assert_eq!((copy.corrupted, flip.corrupted), (0, 0));
+    assert_eq!(flip.bytes_copied_per_frame, 0.0);
+}
