@@ -223,7 +223,8 @@ fn run_one(
     }
     let mut rng = SplitMix(seed ^ (u64::from(vms) << 32) ^ len as u64);
     let mut dests = |n: u32| {
-        let broadcast = params.broadcast_every != 0 && (n + 1).is_multiple_of(params.broadcast_every);
+        let broadcast =
+            params.broadcast_every != 0 && (n + 1).is_multiple_of(params.broadcast_every);
         let to = (rng.next() % u64::from(vms)) as u16;
         let dst = if broadcast { [0xff; 6] } else { vm_mac(to) };
         (frame(dst, PEER_MAC, n, len), broadcast, usize::from(to))
