@@ -83,6 +83,7 @@ fuzz_target!(|input: Input| {
             vm_to_vm: [VmToVm::Bridge, VmToVm::Loopback, VmToVm::Crossover]
                 [usize::from(input.vm_to_vm % 3)],
             crossover_patience: 64,
+            crossover_timeout_ns: 0,
         },
     )
     .unwrap();

@@ -115,6 +115,7 @@ fn run_one(
             demux: DemuxMode::Copy,
             vm_to_vm: mode,
             crossover_patience: u32::from(RING),
+            crossover_timeout_ns: 0,
         },
     )?;
     let mut sides = Vec::new();

@@ -153,6 +153,7 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
             demux: params.demux,
             vm_to_vm: params.vm_to_vm,
             crossover_patience: 64,
+            crossover_timeout_ns: 0,
         },
     )?;
     let mut vms: Vec<(VmId, E1000Driver)> = Vec::new();

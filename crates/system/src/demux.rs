@@ -199,6 +199,7 @@ fn run_one(
             demux,
             vm_to_vm: VmToVm::Bridge,
             crossover_patience: 64,
+            crossover_timeout_ns: 0,
         },
     )?;
     let mut guests = Vec::new();

@@ -69,6 +69,21 @@ impl HostSim {
         sim
     }
 
+    /// Guest `g`'s driver sends `frame` now; `false` if its ring is full.
+    pub fn transmit(&mut self, g: usize, frame: &[u8]) -> bool {
+        let Some(guest) = self.guests.get_mut(g) else {
+            return false;
+        };
+        self.net.run_timers(&mut self.host, self.now);
+        let sent = guest
+            .driver
+            .transmit(&mut self.net.guest(&mut self.host, guest.vm), frame)
+            .is_ok();
+        self.look_for_interrupts();
+        self.flush_out(&mut |_, _| {});
+        sent
+    }
+
     /// The peer sends `frame` now; `false` if its cable's queue is full.
     pub fn send_from_wire(&mut self, frame: &[u8]) -> bool {
         self.cable_in.send(self.now, frame).is_some()
@@ -97,8 +112,11 @@ impl HostSim {
                 break;
             };
             self.now = self.now.max(at);
+            // Timers due now fire first; the network's clocks move to now,
+            // so whatever this event arms counts from it.
+            self.net.run_timers(&mut self.host, at);
             if timer == Some(at) {
-                self.net.run_timers(&mut self.host, at);
+                // Fired above.
             } else if arrival == Some(at) {
                 let HostSim {
                     host,

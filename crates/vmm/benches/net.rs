@@ -51,6 +51,7 @@ fn bed(demux: DemuxMode, vm_to_vm: VmToVm) -> Bed {
             demux,
             vm_to_vm,
             crossover_patience: 64,
+            crossover_timeout_ns: 0,
         },
     )
     .unwrap();

@@ -240,3 +240,43 @@ fn statically_wired_vms_form_a_private_network() {
         }
     }
 }
+
+#[test]
+fn a_crossing_held_too_long_times_out_on_the_networks_clock() {
+    use iovirt_core::SimTime;
+    let mut r = Rig::with_timeout(2, DemuxMode::Copy, VmToVm::Crossover, 50_000);
+    let f = frame(mac(1), mac(0), 800, 6);
+    r.transmit(0, &f);
+    assert_eq!(r.net.next_timer(), Some(SimTime::from_nanos(50_000)));
+    assert_eq!(
+        r.net.run_timers(&mut r.host, SimTime::from_nanos(49_999)),
+        0
+    );
+    assert_eq!(r.reg(0, regs::TDH), 0, "A waits for B");
+    assert_eq!(
+        r.net.run_timers(&mut r.host, SimTime::from_nanos(50_000)),
+        1
+    );
+    let s = r.net.stats();
+    assert_eq!(
+        (s.crossover_timeouts.get(), s.crossover_forced.get()),
+        (1, 1)
+    );
+    assert_eq!(r.reg(0, regs::TDH), 1, "A's transmit completed");
+    assert_eq!(r.net.next_timer(), None);
+    // B kept its frame (a private copy), and is copied to from now on.
+    assert_eq!(r.receive(1), vec![f]);
+    let g = frame(mac(1), mac(0), 200, 7);
+    r.transmit(0, &g);
+    assert_eq!(r.receive(1), vec![g]);
+    assert_eq!(r.net.stats().crossover_fallbacks.get(), 1);
+    // A crossing given back in time cancels its timeout.
+    let mut r = Rig::with_timeout(2, DemuxMode::Copy, VmToVm::Crossover, 50_000);
+    r.transmit(0, &frame(mac(1), mac(0), 100, 8));
+    assert_eq!(r.receive(1).len(), 1);
+    assert_eq!(
+        r.net.next_timer(),
+        None,
+        "cancelled when B gave the buffer back"
+    );
+}

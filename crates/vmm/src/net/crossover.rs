@@ -11,13 +11,15 @@
 //! Transmit descriptors complete in ring order, so a crossed frame holds
 //! up the sender's ring until the receiver gives the buffer back: the
 //! crossover cable's flow control. A receiver that does not give it back
-//! within `crossover_patience` doorbells of the sender is given a private
+//! within `crossover_patience` doorbells of the sender, or within
+//! `crossover_timeout_ns` of virtual time when a scheduler drives the
+//! network's clock ([`Network::run_timers`]), is given a private
 //! copy of the page instead and marked unresponsive: frames to it are
 //! copied from then on (it holds no crossed buffer it could give back, so
 //! it stays so), and the sender goes on. Without virtual time the patience
-//! counts the sender's doorbells, not nanoseconds.
+//! counts the sender's doorbells; the timeout counts nanoseconds.
 
-use iovirt_core::Gpa;
+use iovirt_core::{Gpa, SimDuration, TimerToken, Timers};
 use iovirt_nic::{RxOutcome, TxSlot, regs};
 
 use super::Network;
@@ -189,6 +191,11 @@ impl Network {
         } else if let Some(v) = self.vnics.get_mut(i) {
             v.cross.crossing = Some(Crossing { tx, targets: held });
             v.cross.blocked_kicks = 0;
+            let timeout = self.config.crossover_timeout_ns;
+            if timeout != 0 {
+                self.clock
+                    .schedule(SimDuration::from_nanos(timeout), TimerToken(i as u64));
+            }
         }
         Ok(())
     }
@@ -258,10 +265,31 @@ impl Network {
         if v.cross.blocked_kicks <= patience {
             return Ok(());
         }
-        for j in (0..self.vnics.len()).filter(|j| c.targets >> j & 1 != 0) {
+        self.give_up_crossing(host, i, c.targets)
+    }
+
+    /// Sender `i`'s crossed frame has waited too long (doorbells or time):
+    /// each receiver still holding it gets a copy and is marked
+    /// unresponsive, and the sender goes on.
+    pub(super) fn give_up_crossing(
+        &mut self,
+        host: &mut Host,
+        i: usize,
+        targets: u64,
+    ) -> Result<(), VmmError> {
+        for j in (0..self.vnics.len()).filter(|j| targets >> j & 1 != 0) {
             self.release_by_copy(host, j, |h| h.from == i)?;
         }
         Ok(())
+    }
+
+    /// The crossover's timeout expired for sender `i` (token `i` of the
+    /// network's clock).
+    pub(super) fn crossing_timed_out(&mut self, host: &mut Host, i: usize) -> Result<(), VmmError> {
+        match self.vnics.get(i).and_then(|v| v.cross.crossing) {
+            Some(c) => self.give_up_crossing(host, i, c.targets),
+            None => Ok(()),
+        }
     }
 
     /// Ends the shares of `j`'s held descriptors that `which` picks, giving
@@ -313,6 +341,7 @@ impl Network {
         }
         let tx = c.tx;
         v.cross.crossing = None;
+        self.clock.cancel(TimerToken(i as u64));
         self.complete_tx(host, i, &tx)?;
         self.drive_tx(host, i)
     }

@@ -16,7 +16,7 @@ mod demux;
 mod guest_dma;
 mod uplink;
 
-use iovirt_core::{Counter, FrameBuf, FrameQueue, Irq, MmioDevice, TimerQueue, Width};
+use iovirt_core::{Counter, FrameBuf, FrameQueue, Irq, MmioDevice, TimerQueue, TimerToken, Width};
 use iovirt_iommu::RequesterId;
 use iovirt_nic::{Nic, NicConfig, NicEnv, regs};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,10 @@ pub struct NetworkConfig {
     /// Crossover: doorbells a sender may ring while a receiver holds its
     /// crossed frame before the receiver is given a copy instead.
     pub crossover_patience: u32,
+    /// Crossover: virtual time a receiver may hold a crossed frame before
+    /// it is given a copy instead, ns (0: no limit). Needs a scheduler to
+    /// run the network's timers.
+    pub crossover_timeout_ns: u64,
 }
 
 /// What the network did, for a researcher's report.
@@ -126,6 +130,8 @@ pub struct NetStats {
     pub crossover_forced: Counter,
     /// Crossed frames whose transmit descriptor the sender reset away.
     pub crossover_orphans: Counter,
+    /// Crossed frames a receiver held past `crossover_timeout_ns`.
+    pub crossover_timeouts: Counter,
     /// Bytes cleared beyond crossed frames in their pages.
     pub crossover_bytes_cleared: Counter,
     /// Frames between local VMs that went out of the physical NIC and back
@@ -164,6 +170,8 @@ pub struct Network {
     scratch: FrameBuf,
     /// Frames the physical NIC looped back (seed 003's baseline).
     loopback: FrameQueue,
+    /// The crossover's timeouts, one token per sending vNIC.
+    clock: TimerQueue,
     stats: NetStats,
 }
 
@@ -189,6 +197,7 @@ impl Network {
             outgoing: FrameQueue::default(),
             scratch: FrameBuf::with_capacity(iovirt_nic::MAX_FRAME),
             loopback: FrameQueue::default(),
+            clock: TimerQueue::new(),
             stats: NetStats::default(),
         };
         net.refill_uplink(host)?;
@@ -332,37 +341,62 @@ impl Network {
         self.refill_uplink(host)
     }
 
-    /// When the next vNIC timer (interrupt moderation) is due, if any: the
-    /// platform's scheduler calls [`Network::run_timers`] then.
+    /// When the next timer is due, if any: a vNIC's interrupt moderation or
+    /// a crossover timeout. The platform's scheduler calls
+    /// [`Network::run_timers`] then.
     pub fn next_timer(&self) -> Option<iovirt_core::SimTime> {
         self.vnics
             .iter()
             .filter_map(|v| v.timers.next_expiry())
+            .chain(self.clock.next_expiry())
             .min()
     }
 
-    /// Fires every vNIC timer due by `until`, in time order (vNIC order on
-    /// ties), injecting the interrupts they release; every vNIC's clock
-    /// then reads `until`. Returns the timers fired.
+    /// Fires every timer due by `until`, in time order (vNICs in order,
+    /// then the crossover's clock, on ties), injecting the interrupts they
+    /// release; every clock then reads `until`. A scheduler calls it at
+    /// each event's time so that timers armed then count from it. Returns
+    /// the timers fired.
     pub fn run_timers(&mut self, host: &mut Host, until: iovirt_core::SimTime) -> u64 {
         let mut fired = 0;
         // Each round fires the earliest due timer; a fired timer may arm
         // another, which is then looked at too.
-        while let Some((at, i)) = self
-            .vnics
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| Some((v.timers.next_expiry()?, i)))
-            .min()
-            .filter(|&(at, _)| at <= until)
-        {
-            let token = self.vnics.get_mut(i).and_then(|v| v.timers.pop_until(at));
-            if let Some(token) = token
-                && self
-                    .with_vnic(host, i, |nic, env| nic.on_timer(token, env))
-                    .is_ok()
-            {
-                fired += 1;
+        loop {
+            let vnic = self
+                .vnics
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some((v.timers.next_expiry()?, i)))
+                .min();
+            let cross = self.clock.next_expiry();
+            let take_vnic = match (vnic, cross) {
+                (Some((t, _)), Some(c)) => t <= c,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_vnic {
+                let Some((at, i)) = vnic.filter(|&(at, _)| at <= until) else {
+                    break;
+                };
+                let token = self.vnics.get_mut(i).and_then(|v| v.timers.pop_until(at));
+                if let Some(token) = token
+                    && self
+                        .with_vnic(host, i, |nic, env| nic.on_timer(token, env))
+                        .is_ok()
+                {
+                    fired += 1;
+                }
+            } else {
+                let Some(at) = cross.filter(|&at| at <= until) else {
+                    break;
+                };
+                if let Some(TimerToken(i)) = self.clock.pop_until(at) {
+                    fired += 1;
+                    self.stats.crossover_timeouts.inc();
+                    if let Err(err) = self.crossing_timed_out(host, i as usize) {
+                        log::warn!("crossover timeout of vNIC {i}: {err}");
+                    }
+                }
             }
         }
         for v in &mut self.vnics {
@@ -370,6 +404,8 @@ impl Network {
             let none = v.timers.pop_until(until);
             debug_assert!(none.is_none());
         }
+        let none = self.clock.pop_until(until);
+        debug_assert!(none.is_none());
         fired
     }
 

@@ -48,6 +48,16 @@ pub(crate) struct Rig {
 impl Rig {
     /// `vms` VMs with 2 MiB each and a driver with 16-descriptor rings.
     pub(crate) fn new(vms: usize, demux: DemuxMode, vm_to_vm: VmToVm) -> Rig {
+        Rig::with_timeout(vms, demux, vm_to_vm, 0)
+    }
+
+    /// Like [`Rig::new`], with a crossover timeout of `timeout_ns`.
+    pub(crate) fn with_timeout(
+        vms: usize,
+        demux: DemuxMode,
+        vm_to_vm: VmToVm,
+        timeout_ns: u64,
+    ) -> Rig {
         let mut host = Host::new(HostConfig {
             table_frames: 64,
             data_frames: 2048,
@@ -73,6 +83,7 @@ impl Rig {
                 demux,
                 vm_to_vm,
                 crossover_patience: 8,
+                crossover_timeout_ns: timeout_ns,
             },
         )
         .unwrap();
