@@ -5,14 +5,15 @@
 //! buffer). The headline is the VM-to-VM frames the physical NIC carries;
 //! crossover should bring it to 0, with no copy.
 
-use iovirt_core::{CostModel, Gpa, Irq, SimTime};
+use iovirt_core::{CostModel, Gpa, Irq, SimDuration, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
 use serde::{Deserialize, Serialize};
 
+use crate::host_sim::{HostSim, SimGuest};
 use crate::link::{Link, LinkConfig};
-use crate::platform::{PlatformError, frame};
+use crate::platform::{Pacing, PlatformError, Tally, frame};
 
 /// The scenario's parameters (the `[crossover]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +23,17 @@ pub struct Params {
     pub frames: u32,
     /// Frame lengths to try, in bytes.
     pub frame_lens: Vec<usize>,
-    /// Frames each VM sends before the other's driver receives.
+    /// Frames each VM sends before the other's driver receives (lock-step
+    /// pacing).
     pub batch: u32,
+    /// Lock-step, or line rate with the guests receiving in their
+    /// interrupt handlers.
+    pub pacing: Pacing,
+    /// Line rate: from an interrupt's injection to the guest's handler, ns.
+    pub irq_latency_ns: u64,
+    /// Line rate: how long a receiver may hold a crossed frame before it
+    /// is given a copy, ns (0: no limit).
+    pub crossover_timeout_ns: u64,
 }
 
 impl Default for Params {
@@ -32,6 +42,9 @@ impl Default for Params {
             frames: 2000,
             frame_lens: vec![64, 1514],
             batch: 8,
+            pacing: Pacing::Lockstep,
+            irq_latency_ns: 2_000,
+            crossover_timeout_ns: 100_000,
         }
     }
 }
@@ -45,8 +58,11 @@ pub struct Row {
     pub frame_len: usize,
     /// Frames the VMs received, both directions.
     pub frames: u64,
-    /// Frames received with other bytes than were sent, or lost (must be 0).
+    /// Frames received with other bytes than were sent (must be 0).
     pub corrupted: u64,
+    /// Frames sent and never received, or refused by a full transmit ring
+    /// (line rate only).
+    pub lost: u64,
     /// Headline: frames the physical NIC carried (sent plus received) per
     /// VM-to-VM frame.
     pub nic_frames_per_frame: f64,
@@ -115,7 +131,7 @@ fn run_one(
             demux: DemuxMode::Copy,
             vm_to_vm: mode,
             crossover_patience: u32::from(RING),
-            crossover_timeout_ns: 0,
+            crossover_timeout_ns: params.crossover_timeout_ns,
         },
     )?;
     let mut sides = Vec::new();
@@ -139,43 +155,91 @@ fn run_one(
             expected: Default::default(),
         });
     }
-    let (mut frames, mut corrupted) = (0u64, 0u64);
-    // The physical NIC's cable out, for the capture.
-    let mut cable = Link::new(LinkConfig::from_cost(cost, usize::MAX));
-    for n in 0..params.frames {
-        for (from, (src, dst)) in [(MACS[0], MACS[1]), (MACS[1], MACS[0])]
-            .into_iter()
-            .enumerate()
-        {
-            let to = 1 - from;
-            let f = frame(dst, src, n, len);
-            let side = sides.get_mut(from).ok_or(PlatformError::Stalled)?;
-            side.driver
-                .transmit(&mut net.guest(&mut host, side.vm), &f)
-                .map_err(|_| PlatformError::Stalled)?;
-            if let Some(s) = sides.get_mut(to) {
-                s.expected.push_back(f);
+    let mut tally = Tally::default();
+    let pairs = [(MACS[0], MACS[1]), (MACS[1], MACS[0])];
+    let (host, net) = match params.pacing {
+        Pacing::Lockstep => {
+            // The physical NIC's cable out, for the capture.
+            let mut cable = Link::new(LinkConfig::from_cost(cost, usize::MAX));
+            for n in 0..params.frames {
+                for (from, (src, dst)) in pairs.into_iter().enumerate() {
+                    let f = frame(dst, src, n, len);
+                    let side = sides.get_mut(from).ok_or(PlatformError::Stalled)?;
+                    side.driver
+                        .transmit(&mut net.guest(&mut host, side.vm), &f)
+                        .map_err(|_| PlatformError::Stalled)?;
+                    if let Some(s) = sides.get_mut(1 - from) {
+                        s.expected.push_back(f);
+                    }
+                }
+                net.drain_outgoing(|f| {
+                    let _ = cable.send(SimTime::ZERO, f);
+                });
+                cable.deliver_until(SimTime::from_nanos(u64::MAX), |t, f| tap(t, f));
+                if (n + 1).is_multiple_of(params.batch) || n + 1 == params.frames {
+                    for s in &mut sides {
+                        let expected = &mut s.expected;
+                        s.driver
+                            .receive(&mut net.guest(&mut host, s.vm), |got| {
+                                tally.check(expected, got);
+                            })
+                            .map_err(PlatformError::Guest)?;
+                    }
+                }
             }
+            tally.lost += sides.iter().map(|s| s.expected.len() as u64).sum::<u64>();
+            (host, net)
         }
-        net.drain_outgoing(|f| {
-            let _ = cable.send(SimTime::ZERO, f);
-        });
-        cable.deliver_until(SimTime::from_nanos(u64::MAX), |t, f| tap(t, f));
-        if (n + 1) % params.batch == 0 || n + 1 == params.frames {
-            for s in &mut sides {
-                let expected = &mut s.expected;
-                s.driver
-                    .receive(&mut net.guest(&mut host, s.vm), |got| {
-                        frames += 1;
-                        if expected.pop_front().as_deref() != Some(got) {
-                            corrupted += 1;
+        Pacing::LineRate => {
+            let link = LinkConfig::from_cost(cost, 1024);
+            let mut expected: Vec<_> = sides
+                .iter_mut()
+                .map(|s| core::mem::take(&mut s.expected))
+                .collect();
+            let guests = sides
+                .drain(..)
+                .map(|s| SimGuest {
+                    vm: s.vm,
+                    driver: s.driver,
+                })
+                .collect();
+            let mut sim = HostSim::new(
+                host,
+                net,
+                guests,
+                (Link::new(link), Link::new(link)),
+                SimDuration::from_nanos(params.irq_latency_ns),
+            );
+            let gap = link.serialization(len);
+            for n in 0..params.frames {
+                for (from, (src, dst)) in pairs.into_iter().enumerate() {
+                    let f = frame(dst, src, n, len);
+                    if sim.transmit(from, &f) {
+                        if let Some(q) = expected.get_mut(1 - from) {
+                            q.push_back(f);
                         }
-                    })
-                    .map_err(PlatformError::Guest)?;
+                    } else {
+                        tally.lost += 1;
+                    }
+                }
+                let next = sim.now + gap;
+                sim.run_until(
+                    next,
+                    &mut |g, _, got| tally.check_at(&mut expected, g, got),
+                    tap,
+                )?;
             }
+            let end = sim.now + SimDuration::from_micros(1_000);
+            sim.run_until(
+                end,
+                &mut |g, _, got| tally.check_at(&mut expected, g, got),
+                tap,
+            )?;
+            tally.lost += expected.iter().map(|q| q.len() as u64).sum::<u64>();
+            (sim.host, sim.net)
         }
-    }
-    corrupted += sides.iter().map(|s| s.expected.len() as u64).sum::<u64>();
+    };
+    let (frames, corrupted, lost) = (tally.frames, tally.corrupted, tally.lost);
     let (s, h, up) = (net.stats(), host.stats(), *net.uplink().stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
     let nic_frames = up.tx_frames.get() + up.rx_frames.get();
@@ -191,6 +255,7 @@ fn run_one(
         frame_len: len,
         frames,
         corrupted,
+        lost,
         nic_frames_per_frame: per(nic_frames),
         copies_per_frame: per(s.bytes_copied.get()) / len as f64,
         remaps_per_frame: per(h.pages_shared.get()),
@@ -212,6 +277,12 @@ impl Params {
             return Err((
                 "frame_lens",
                 format!("{bad} is not an Ethernet frame length (60..=1514)"),
+            ));
+        }
+        if self.irq_latency_ns > 1_000_000 {
+            return Err((
+                "irq_latency_ns",
+                format!("{} ns is more than 1 ms", self.irq_latency_ns),
             ));
         }
         // Each side may have a batch of frames in flight in each ring.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host_sim::{HostSim, SimGuest};
 use crate::link::{Link, LinkConfig};
-use crate::platform::{Pacing, PlatformError, frame};
+use crate::platform::{Pacing, PlatformError, Tally, frame};
 
 /// The scenario's parameters (the `[demux]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,36 +123,6 @@ const PEER_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xfe];
 const UPLINK_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x01];
 const VM_MEMORY: u64 = 4 << 20;
 const RX_DESCRIPTORS: u16 = 64;
-
-/// Frames received, checked against what was sent.
-#[derive(Debug, Default)]
-struct Tally {
-    frames: u64,
-    corrupted: u64,
-    lost: u64,
-}
-
-impl Tally {
-    /// [`Tally::check`] against guest `g`'s queue.
-    fn check_at(&mut self, expected: &mut [VecDeque<Vec<u8>>], g: usize, got: &[u8]) {
-        if let Some(q) = expected.get_mut(g) {
-            self.check(q, got);
-        }
-    }
-
-    /// `got` arrived where `expected` were sent, in order: frames before
-    /// the one it matches were lost; one that matches none is corrupted.
-    fn check(&mut self, expected: &mut VecDeque<Vec<u8>>, got: &[u8]) {
-        self.frames += 1;
-        match expected.iter().position(|e| e == got) {
-            Some(k) => {
-                self.lost += k as u64;
-                expected.drain(..=k);
-            }
-            None => self.corrupted += 1,
-        }
-    }
-}
 
 /// A small deterministic generator (SplitMix64) for the destinations.
 struct SplitMix(u64);

@@ -146,6 +146,41 @@ pub enum Pacing {
     LineRate,
 }
 
+/// Frames received, checked against what was sent.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) frames: u64,
+    pub(crate) corrupted: u64,
+    pub(crate) lost: u64,
+}
+
+impl Tally {
+    /// [`Tally::check`] against guest `g`'s queue.
+    pub(crate) fn check_at(
+        &mut self,
+        expected: &mut [std::collections::VecDeque<Vec<u8>>],
+        g: usize,
+        got: &[u8],
+    ) {
+        if let Some(q) = expected.get_mut(g) {
+            self.check(q, got);
+        }
+    }
+
+    /// `got` arrived where `expected` were sent, in order: frames before
+    /// the one it matches were lost; one that matches none is corrupted.
+    pub(crate) fn check(&mut self, expected: &mut std::collections::VecDeque<Vec<u8>>, got: &[u8]) {
+        self.frames += 1;
+        match expected.iter().position(|e| e == got) {
+            Some(k) => {
+                self.lost += k as u64;
+                expected.drain(..=k);
+            }
+            None => self.corrupted += 1,
+        }
+    }
+}
+
 /// The requester id of VM `v`'s NIC: 00:0(v+2).0.
 pub fn requester(v: usize) -> RequesterId {
     RequesterId::from_raw(((v as u16 & 0x1f) + 2) << 3)

@@ -104,10 +104,11 @@ impl CrossoverReport {
         );
         let _ = writeln!(
             out,
-            "{:>5}  {:<9}  {:>8}  {:>12}  {:>10}  {:>9}  {:>9}  {:>12}  {:>9}",
+            "{:>5}  {:<9}  {:>8}  {:>6}  {:>12}  {:>10}  {:>9}  {:>9}  {:>12}  {:>9}",
             "len",
             "vm-to-vm",
             "frames",
+            "lost",
             "NIC frm/frm",
             "copies/fr",
             "remaps/fr",
@@ -118,10 +119,11 @@ impl CrossoverReport {
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:>5}  {:<9}  {:>8}  {:>12.3}  {:>10.3}  {:>9.3}  {:>9.3}  {:>12.1}  {:>9}",
+                "{:>5}  {:<9}  {:>8}  {:>6}  {:>12.3}  {:>10.3}  {:>9.3}  {:>9.3}  {:>12.1}  {:>9}",
                 r.frame_len,
                 format!("{:?}", r.vm_to_vm).to_lowercase(),
                 r.frames,
+                r.lost,
                 r.nic_frames_per_frame,
                 r.copies_per_frame,
                 r.remaps_per_frame,

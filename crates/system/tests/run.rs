@@ -442,3 +442,24 @@ fn the_demultiplexers_at_line_rate_on_the_event_loop() {
     assert_eq!((copy.corrupted, flip.corrupted), (0, 0));
     assert_eq!(flip.bytes_copied_per_frame, 0.0);
 }
+
+#[test]
+fn crossover_keeps_its_claim_at_line_rate() {
+    let params = crossover::Params {
+        frames: 300,
+        pacing: iovirt::platform::Pacing::LineRate,
+        ..crossover::Params::default()
+    };
+    let rows = crossover::run(&params, &CostModel::default()).unwrap();
+    for r in &rows {
+        assert_eq!((r.frames, r.lost, r.corrupted), (600, 0, 0), "{r:?}");
+        if r.vm_to_vm == VmToVm::Crossover {
+            assert_eq!(
+                (r.nic_frames_per_frame, r.copies_per_frame),
+                (0.0, 0.0),
+                "{r:?}"
+            );
+            assert_eq!(r.remaps_per_frame, 1.0, "{r:?}");
+        }
+    }
+}
