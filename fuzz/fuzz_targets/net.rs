@@ -11,7 +11,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use iovirt_core::{Gpa, Irq, Width};
+use iovirt_core::{Gpa, Irq, SimDuration, SimTime, Width};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_nic::regs;
 use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmToVm};
@@ -36,6 +36,9 @@ enum Op {
     Read { reg: u8 },
     /// Bytes anywhere in A's memory: descriptors, ring contents.
     Poke { gpa: u16, words: Vec<u64> },
+    /// Virtual time passes: the network's timers (moderation, crossover
+    /// timeouts) fire.
+    Time { ns: u32 },
     /// A frame from the wire to A, to B, broadcast, or as given.
     Wire {
         to: u8,
@@ -83,7 +86,7 @@ fuzz_target!(|input: Input| {
             vm_to_vm: [VmToVm::Bridge, VmToVm::Loopback, VmToVm::Crossover]
                 [usize::from(input.vm_to_vm % 3)],
             crossover_patience: 64,
-            crossover_timeout_ns: 0,
+            crossover_timeout_ns: 20_000,
         },
     )
     .unwrap();
@@ -93,6 +96,7 @@ fuzz_target!(|input: Input| {
     let pattern: Vec<u8> = (0..VM_PAGES * PAGE).map(|i| (i * 7 + 3) as u8).collect();
     host.write(b, Gpa::new(0), &pattern).unwrap();
 
+    let mut now = SimTime::ZERO;
     for op in input.ops.into_iter().take(MAX_OPS) {
         match op {
             Op::Mmio { reg, raw, value } => {
@@ -111,6 +115,10 @@ fuzz_target!(|input: Input| {
                     let at = (u64::from(gpa) * 8 + i as u64 * 8) % (VM_PAGES * PAGE);
                     let _ = host.write(a, Gpa::new(at), &w.to_le_bytes());
                 }
+            }
+            Op::Time { ns } => {
+                now = now + SimDuration::from_nanos(u64::from(ns));
+                net.run_timers(&mut host, now);
             }
             Op::Wire { to, len, fill, raw } => {
                 let mut frame = match to % 4 {
