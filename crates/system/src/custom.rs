@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use iovirt_core::{Gpa, Irq, SimTime};
+use iovirt_core::{Gpa, Irq, SimDuration, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_vmm::{
@@ -14,8 +14,9 @@ use iovirt_vmm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::host_sim::{HostSim, SimGuest};
 use crate::link::{Link, LinkConfig};
-use crate::platform::{PlatformError, frame};
+use crate::platform::{Pacing, PlatformError, frame};
 
 /// One VM of the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +67,14 @@ pub struct Params {
     pub vms: Vec<VmSpec>,
     /// The flows, run side by side, one frame of each in turn.
     pub flows: Vec<Flow>,
-    /// Frames sent between two receive passes of every VM's driver.
+    /// Frames sent between two receive passes of every VM's driver
+    /// (lock-step pacing).
     pub batch: u32,
+    /// Lock-step, or line rate with the guests receiving in their
+    /// interrupt handlers (the discrete-event loop).
+    pub pacing: Pacing,
+    /// Line rate: from an interrupt's injection to the guest's handler, ns.
+    pub irq_latency_ns: u64,
 }
 
 impl Default for Params {
@@ -89,6 +96,8 @@ impl Default for Params {
                 flow("vm2", "wire", 128),
             ],
             batch: 8,
+            pacing: Pacing::Lockstep,
+            irq_latency_ns: 2_000,
         }
     }
 }
@@ -153,7 +162,7 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
             demux: params.demux,
             vm_to_vm: params.vm_to_vm,
             crossover_patience: 64,
-            crossover_timeout_ns: 0,
+            crossover_timeout_ns: 100_000,
         },
     )?;
     let mut vms: Vec<(VmId, E1000Driver)> = Vec::new();
@@ -188,6 +197,9 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
             lost: 0,
         })
         .collect();
+    if params.pacing == Pacing::LineRate {
+        return line_rate(params, host, net, vms, &ends, rows, tap);
+    }
     // Frames expected at each VM (index) and on the wire (last), in order,
     // with the flow they belong to.
     let mut expected: Vec<VecDeque<(usize, Vec<u8>)>> = vec![VecDeque::new(); vms.len() + 1];
@@ -260,6 +272,164 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
     })
 }
 
+/// Frames one sender owes one destination, in order, each with its flow.
+type Queue = VecDeque<(usize, Vec<u8>)>;
+
+/// Frames owed to each destination (the VMs, then the wire), a queue per
+/// sender (the VMs, then the peer).
+struct Owed {
+    queues: Vec<Vec<Queue>>,
+    unexpected: u64,
+}
+
+impl Owed {
+    fn new(vms: usize) -> Owed {
+        Owed {
+            queues: vec![vec![VecDeque::new(); vms + 1]; vms + 1],
+            unexpected: 0,
+        }
+    }
+
+    /// The sender of `f`, by its source address (the peer if no VM's).
+    fn sender(&self, f: &[u8]) -> usize {
+        let vms = self.queues.len() - 1;
+        (0..vms)
+            .find(|&v| f.get(6..12) == Some(&vm_mac(v)[..]))
+            .unwrap_or(vms)
+    }
+
+    fn owe(&mut self, dest: usize, from: usize, flow: usize, f: Vec<u8>) -> bool {
+        match self.queues.get_mut(dest).and_then(|d| d.get_mut(from)) {
+            Some(q) => {
+                q.push_back((flow, f));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `got` reached `dest`: it is delivered for its flow, and the frames
+    /// its sender sent there before it were lost.
+    fn arrived(&mut self, dest: usize, got: &[u8], rows: &mut [FlowRow]) {
+        let from = self.sender(got);
+        let Some(q) = self.queues.get_mut(dest).and_then(|d| d.get_mut(from)) else {
+            self.unexpected += 1;
+            return;
+        };
+        let Some(i) = q.iter().position(|(_, f)| f == got) else {
+            self.unexpected += 1;
+            return;
+        };
+        for (n, (k, _)) in q.drain(..=i).enumerate() {
+            if let Some(row) = rows.get_mut(k) {
+                if n == i {
+                    row.delivered += 1;
+                } else {
+                    row.lost += 1;
+                }
+            }
+        }
+    }
+
+    /// Whatever is still owed was lost.
+    fn settle(&mut self, rows: &mut [FlowRow]) {
+        for q in self.queues.iter_mut().flatten() {
+            for (k, _) in q.drain(..) {
+                if let Some(row) = rows.get_mut(k) {
+                    row.lost += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The flows at line rate on the discrete-event loop: each round sends one
+/// frame of every flow still running and lasts as long as the peer's cable
+/// takes to carry them; the guests receive in their interrupt handlers.
+fn line_rate(
+    params: &Params,
+    host: Host,
+    net: Network,
+    vms: Vec<(VmId, E1000Driver)>,
+    ends: &[(Option<usize>, Option<usize>)],
+    mut rows: Vec<FlowRow>,
+    tap: &mut dyn FnMut(SimTime, &[u8]),
+) -> Result<Outcome, PlatformError> {
+    let wire = vms.len();
+    let link = LinkConfig::from_cost(&Default::default(), 1024);
+    let guests = vms
+        .into_iter()
+        .map(|(vm, driver)| SimGuest { vm, driver })
+        .collect();
+    let mut sim = HostSim::new(
+        host,
+        net,
+        guests,
+        (Link::new(link), Link::new(link)),
+        SimDuration::from_nanos(params.irq_latency_ns),
+    );
+    let mut owed = Owed::new(wire);
+    let round = params
+        .flows
+        .iter()
+        .map(|f| link.serialization(f.len))
+        .fold(SimDuration::ZERO, |a, b| a + b);
+    let rounds = params.flows.iter().map(|f| f.frames).max().unwrap_or(0);
+    let end = |n: u32| n + 1 == rounds;
+    for n in 0..rounds {
+        for (k, (flow, &(from, to))) in params.flows.iter().zip(ends).enumerate() {
+            if n >= flow.frames {
+                continue;
+            }
+            let f = frame(
+                to.map_or(PEER, vm_mac),
+                from.map_or(PEER, vm_mac),
+                n,
+                flow.len,
+            );
+            let row = rows.get_mut(k).ok_or(PlatformError::Stalled)?;
+            row.sent += 1;
+            let sent = match from {
+                None => sim.send_from_wire(&f),
+                Some(v) => sim.transmit(v, &f),
+            };
+            if !(sent && owed.owe(to.unwrap_or(wire), from.unwrap_or(wire), k, f)) {
+                row.lost += 1;
+            }
+        }
+        let until = sim.now
+            + if end(n) {
+                SimDuration::from_micros(1_000)
+            } else {
+                round
+            };
+        let (owed_, rows_) = (&mut owed, &mut rows);
+        let mut taps = |t: SimTime, f: &[u8]| {
+            // A frame for the peer is one leaving the physical NIC.
+            if f.get(..6) == Some(&PEER[..]) {
+                owed_.arrived(wire, f, rows_);
+            }
+            tap(t, f);
+        };
+        let mut delivered: Vec<(usize, Vec<u8>)> = Vec::new();
+        sim.run_until(
+            until,
+            &mut |g, _, got| delivered.push((g, got.to_vec())),
+            &mut taps,
+        )?;
+        for (g, got) in delivered {
+            owed.arrived(g, &got, &mut rows);
+        }
+    }
+    owed.settle(&mut rows);
+    Ok(Outcome {
+        flows: rows,
+        unexpected: owed.unexpected,
+        network: sim.net.stats(),
+        host: sim.host.stats(),
+    })
+}
+
 /// Every VM's driver receives; the wire's frames are taken; each frame is
 /// checked against the front of its destination's queue.
 fn receive_all(
@@ -325,6 +495,12 @@ impl Params {
                     ),
                 ));
             }
+        }
+        if self.irq_latency_ns > 1_000_000 {
+            return Err((
+                "irq_latency_ns",
+                format!("{} ns is more than 1 ms", self.irq_latency_ns),
+            ));
         }
         if self.batch == 0 {
             return Err(("batch", "0 frames between receive passes".to_owned()));

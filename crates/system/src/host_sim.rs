@@ -80,7 +80,6 @@ impl HostSim {
             .transmit(&mut self.net.guest(&mut self.host, guest.vm), frame)
             .is_ok();
         self.look_for_interrupts();
-        self.flush_out(&mut |_, _| {});
         sent
     }
 
@@ -99,6 +98,8 @@ impl HostSim {
         deliver: &mut dyn FnMut(usize, SimTime, &[u8]),
         tap: &mut dyn FnMut(SimTime, &[u8]),
     ) -> Result<(), PlatformError> {
+        // What the guests sent since the last run leaves first.
+        self.flush_out(tap);
         loop {
             let timer = self.net.next_timer();
             let arrival = self.cable_in.next_arrival();

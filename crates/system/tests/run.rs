@@ -350,6 +350,34 @@ fn a_custom_host_runs_from_a_config_file() {
         report["outcome"]["network"]["bytes_copied"],
         40 * 300 + 30 * 1514 + 20 * 60
     );
+    // The same host at line rate, on the discrete-event loop.
+    std::fs::write(
+        &path,
+        host("vm1").replace("data_frames", "pacing = \"line-rate\"\ndata_frames"),
+    )
+    .unwrap();
+    let out = iovirt(&[
+        "run",
+        "custom",
+        "--json",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for f in report["outcome"]["flows"].as_array().unwrap() {
+        assert_eq!(f["delivered"], f["sent"], "{f}");
+        assert_eq!(
+            (f["corrupted"].as_u64(), f["lost"].as_u64()),
+            (Some(0), Some(0)),
+            "{f}"
+        );
+    }
+    assert_eq!(report["outcome"]["unexpected"], 0);
     std::fs::write(&path, host("vm9")).unwrap();
     let out = iovirt(&["run", "custom", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
