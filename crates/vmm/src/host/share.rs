@@ -106,6 +106,15 @@ impl Host {
         Ok(())
     }
 
+    /// Ends the share of the page holding `gpa` in `vm` by giving the page a
+    /// private copy of the frame it maps (what copy on write does before a
+    /// write). `false` if the page was not shared.
+    pub fn copy_shared_page(&mut self, vm: VmId, gpa: Gpa) -> Result<bool, VmmError> {
+        let copies = self.stats.shares_copied_on_write.get();
+        self.copy_shared_on_write(vm, gpa, 1)?;
+        Ok(self.stats.shares_copied_on_write.get() > copies)
+    }
+
     /// Copy on write: the pages of `gpa..gpa + len` of `vm` that map
     /// another VM's frame get a private copy first, so the writer changes
     /// only its own memory. The share ends there (the source is told
