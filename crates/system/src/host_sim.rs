@@ -91,55 +91,93 @@ impl HostSim {
     /// Runs every event due by `until` in time order (timers, then
     /// arrivals, then interrupts on ties), handing each frame a guest's
     /// driver receives to `deliver(guest, time, frame)` and each frame on a
-    /// cable to `tap`. Time ends at `until`.
+    /// cable to `tap` as it arrives. Time ends at `until`.
     pub fn run_until(
         &mut self,
         until: SimTime,
         deliver: &mut dyn FnMut(usize, SimTime, &[u8]),
         tap: &mut dyn FnMut(SimTime, &[u8]),
     ) -> Result<(), PlatformError> {
-        // What the guests sent since the last run leaves first.
-        self.flush_out(tap);
-        loop {
-            let timer = self.net.next_timer();
-            let arrival = self.cable_in.next_arrival();
-            let irq = self.irqs.next_time();
-            let Some(at) = [timer, arrival, irq]
-                .into_iter()
-                .flatten()
-                .min()
-                .filter(|&t| t <= until)
-            else {
-                break;
-            };
-            self.now = self.now.max(at);
-            // Timers due now fire first; the network's clocks move to now,
-            // so whatever this event arms counts from it.
-            self.net.run_timers(&mut self.host, at);
-            if timer == Some(at) {
-                // Fired above.
-            } else if arrival == Some(at) {
-                let HostSim {
-                    host,
-                    net,
-                    cable_in,
-                    ..
-                } = self;
-                let mut result = Ok(());
-                cable_in.deliver_until(at, |t, f| {
-                    tap(t, f);
-                    if result.is_ok() {
-                        result = net.receive_from_wire(host, f);
-                    }
-                });
-                result?;
-            } else if let Some((_, g)) = self.irqs.pop_until(at) {
-                self.handle_interrupt(g, deliver)?;
-            }
-            self.look_for_interrupts();
-            self.flush_out(tap);
+        self.flush_out();
+        while let Some(at) = self.next_event().filter(|&t| t <= until) {
+            // A frame reaching the peer is only captured.
+            self.step(at, deliver, tap, None)?;
         }
         self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// When this host's next event is due: a timer, a frame arriving on the
+    /// cable in or reaching the far end of the cable out, or an interrupt
+    /// reaching a guest.
+    pub fn next_event(&self) -> Option<SimTime> {
+        [
+            self.net.next_timer(),
+            self.cable_in.next_arrival(),
+            self.cable_out.next_arrival(),
+            self.irqs.next_time(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the event due at `at` (timers first, then the cable in, then
+    /// the cable out, whose frames go to `far`, or to `tap` if there is no
+    /// far host, then interrupts).
+    pub fn step(
+        &mut self,
+        at: SimTime,
+        deliver: &mut dyn FnMut(usize, SimTime, &[u8]),
+        tap: &mut dyn FnMut(SimTime, &[u8]),
+        mut far: Option<&mut dyn FnMut(SimTime, &[u8]) -> Result<(), PlatformError>>,
+    ) -> Result<(), PlatformError> {
+        self.now = self.now.max(at);
+        let timer = self.net.next_timer();
+        // Timers due now fire first; the network's clocks move to now, so
+        // whatever this event arms counts from it.
+        self.net.run_timers(&mut self.host, at);
+        if timer == Some(at) {
+            // Fired above.
+        } else if self.cable_in.next_arrival() == Some(at) {
+            let HostSim {
+                host,
+                net,
+                cable_in,
+                ..
+            } = self;
+            let mut result = Ok(());
+            cable_in.deliver_until(at, |t, f| {
+                tap(t, f);
+                if result.is_ok() {
+                    result = net.receive_from_wire(host, f);
+                }
+            });
+            result?;
+        } else if self.cable_out.next_arrival() == Some(at) {
+            let mut result = Ok(());
+            self.cable_out.deliver_until(at, |t, f| match far.as_mut() {
+                Some(far) if result.is_ok() => result = far(t, f),
+                Some(_) => {}
+                None => tap(t, f),
+            });
+            result?;
+        } else if let Some((_, g)) = self.irqs.pop_until(at) {
+            self.handle_interrupt(g, deliver)?;
+        }
+        self.look_for_interrupts();
+        self.flush_out();
+        Ok(())
+    }
+
+    /// A frame from another host's cable reaches this host's physical NIC
+    /// at `at`.
+    pub fn arrive(&mut self, at: SimTime, frame: &[u8]) -> Result<(), PlatformError> {
+        self.now = self.now.max(at);
+        self.net.run_timers(&mut self.host, at);
+        self.net.receive_from_wire(&mut self.host, frame)?;
+        self.look_for_interrupts();
+        self.flush_out();
         Ok(())
     }
 
@@ -183,8 +221,9 @@ impl HostSim {
         }
     }
 
-    /// Puts what the physical NIC sent on the cable out, for the tap.
-    fn flush_out(&mut self, tap: &mut dyn FnMut(SimTime, &[u8])) {
+    /// Puts what the physical NIC sent on the cable out; the frames reach
+    /// its far end at their arrival times.
+    fn flush_out(&mut self) {
         let HostSim {
             net,
             cable_out,
@@ -194,6 +233,55 @@ impl HostSim {
         net.drain_outgoing(|f| {
             let _ = cable_out.send(*now, f);
         });
-        cable_out.deliver_until(SimTime::from_nanos(u64::MAX), tap);
+    }
+}
+
+/// Two hosts whose physical NICs are joined by a cable: each host's cable
+/// out carries its frames to the other host's physical NIC, in virtual
+/// time, on one event loop.
+#[derive(Debug)]
+pub struct Fabric {
+    /// The hosts, 0 and 1.
+    pub hosts: [HostSim; 2],
+}
+
+impl Fabric {
+    /// Runs both hosts' events due by `until` in time order (host 0 first
+    /// on ties), handing each frame a guest receives to
+    /// `deliver(host, guest, time, frame)` and each frame on the cable to
+    /// `tap` as it arrives.
+    pub fn run_until(
+        &mut self,
+        until: SimTime,
+        deliver: &mut dyn FnMut(usize, usize, SimTime, &[u8]),
+        tap: &mut dyn FnMut(SimTime, &[u8]),
+    ) -> Result<(), PlatformError> {
+        for h in &mut self.hosts {
+            h.flush_out();
+        }
+        loop {
+            let [a, b] = &mut self.hosts;
+            let next = [a.next_event(), b.next_event()];
+            let Some((at, i)) = next
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| Some(((*t)?, i)))
+                .min()
+                .filter(|&(t, _)| t <= until)
+            else {
+                break;
+            };
+            let (this, other) = if i == 0 { (a, b) } else { (b, a) };
+            let mut far = |t: SimTime, f: &[u8]| {
+                tap(t, f);
+                other.arrive(t, f)
+            };
+            let mut into = |g: usize, t: SimTime, f: &[u8]| deliver(i, g, t, f);
+            this.step(at, &mut into, &mut |_, _| {}, Some(&mut far))?;
+        }
+        for h in &mut self.hosts {
+            h.now = h.now.max(until);
+        }
+        Ok(())
     }
 }
