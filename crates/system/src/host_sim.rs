@@ -11,6 +11,14 @@ use iovirt_vmm::{Host, Network, VmId};
 use crate::link::Link;
 use crate::platform::PlatformError;
 
+/// Where the frames reaching the far end of a host's cable go: the other
+/// host's physical NIC.
+pub type FarEnd<'a> = &'a mut dyn FnMut(SimTime, &[u8]) -> Result<(), PlatformError>;
+
+/// Where each frame a guest of a fabric receives goes: (host, guest, time,
+/// frame).
+pub type FabricDelivery<'a> = &'a mut dyn FnMut(usize, usize, SimTime, &[u8]);
+
 /// A guest on the host: its VM and its e1000 driver.
 #[derive(Debug)]
 pub struct SimGuest {
@@ -130,7 +138,7 @@ impl HostSim {
         at: SimTime,
         deliver: &mut dyn FnMut(usize, SimTime, &[u8]),
         tap: &mut dyn FnMut(SimTime, &[u8]),
-        mut far: Option<&mut dyn FnMut(SimTime, &[u8]) -> Result<(), PlatformError>>,
+        mut far: Option<FarEnd<'_>>,
     ) -> Result<(), PlatformError> {
         self.now = self.now.max(at);
         let timer = self.net.next_timer();
@@ -253,7 +261,7 @@ impl Fabric {
     pub fn run_until(
         &mut self,
         until: SimTime,
-        deliver: &mut dyn FnMut(usize, usize, SimTime, &[u8]),
+        deliver: FabricDelivery<'_>,
         tap: &mut dyn FnMut(SimTime, &[u8]),
     ) -> Result<(), PlatformError> {
         for h in &mut self.hosts {
