@@ -5,13 +5,14 @@
 //! buffer). The headline is the VM-to-VM frames the physical NIC carries;
 //! crossover should bring it to 0, with no copy.
 
-use iovirt_core::{CostModel, Gpa, Irq, SimDuration, SimTime};
-use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
-use iovirt_iommu::{IommuConfig, RequesterId};
-use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
+use std::collections::VecDeque;
+
+use iovirt_core::{CostModel, SimDuration, SimTime};
+use iovirt_iommu::RequesterId;
+use iovirt_vmm::{DemuxMode, NetworkConfig, VmToVm};
 use serde::{Deserialize, Serialize};
 
-use crate::host_sim::{HostSim, SimGuest};
+use crate::host_sim::{HostSim, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, Tally, frame};
 
@@ -103,12 +104,6 @@ pub fn run_tapped(
     Ok(rows)
 }
 
-struct Side {
-    vm: VmId,
-    driver: E1000Driver,
-    expected: std::collections::VecDeque<Vec<u8>>,
-}
-
 fn run_one(
     params: &Params,
     cost: &CostModel,
@@ -116,13 +111,14 @@ fn run_one(
     len: usize,
     tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Row, PlatformError> {
-    let mut host = Host::new(HostConfig {
-        table_frames: 128,
-        data_frames: 4096,
-        iommu: IommuConfig::default(),
-    })?;
-    let mut net = Network::new(
-        &mut host,
+    let shape = VmShape {
+        memory: 4 << 20,
+        rx_descriptors: RING,
+        tx_descriptors: RING,
+    };
+    let (mut host, mut net, mut sides) = build_host(
+        128,
+        4096,
         NetworkConfig {
             uplink_mac: UPLINK_MAC,
             uplink_requester: RequesterId::from_raw(0x100),
@@ -133,28 +129,11 @@ fn run_one(
             crossover_patience: u32::from(RING),
             crossover_timeout_ns: params.crossover_timeout_ns,
         },
+        &[shape; 2],
+        &|i| MACS.get(i).copied().unwrap_or_default(),
     )?;
-    let mut sides = Vec::new();
-    for (i, mac) in MACS.iter().enumerate() {
-        let vm = host.add_vm(VmConfig {
-            memory: 4 << 20,
-            requester: RequesterId::from_raw(0x101 + i as u16),
-        })?;
-        net.add_vnic(&mut host, vm, *mac, Irq(0x40))?;
-        let mut pages = GuestPageAllocator::new(Gpa::new(1 << 20), 512, Placement::Contiguous);
-        let config = E1000Config {
-            rx_descriptors: RING,
-            tx_descriptors: RING,
-            ..E1000Config::default()
-        };
-        let driver = E1000Driver::bring_up(&mut net.guest(&mut host, vm), &mut pages, config)
-            .map_err(PlatformError::Driver)?;
-        sides.push(Side {
-            vm,
-            driver,
-            expected: Default::default(),
-        });
-    }
+    // Frames sent to each VM and not yet received, in order.
+    let mut expected: Vec<VecDeque<Vec<u8>>> = vec![VecDeque::new(); 2];
     let mut tally = Tally::default();
     let pairs = [(MACS[0], MACS[1]), (MACS[1], MACS[0])];
     let (host, net) = match params.pacing {
@@ -168,8 +147,8 @@ fn run_one(
                     side.driver
                         .transmit(&mut net.guest(&mut host, side.vm), &f)
                         .map_err(|_| PlatformError::Stalled)?;
-                    if let Some(s) = sides.get_mut(1 - from) {
-                        s.expected.push_back(f);
+                    if let Some(q) = expected.get_mut(1 - from) {
+                        q.push_back(f);
                     }
                 }
                 net.drain_outgoing(|f| {
@@ -177,36 +156,22 @@ fn run_one(
                 });
                 cable.deliver_until(SimTime::from_nanos(u64::MAX), |t, f| tap(t, f));
                 if (n + 1).is_multiple_of(params.batch) || n + 1 == params.frames {
-                    for s in &mut sides {
-                        let expected = &mut s.expected;
+                    for (s, q) in sides.iter_mut().zip(&mut expected) {
                         s.driver
-                            .receive(&mut net.guest(&mut host, s.vm), |got| {
-                                tally.check(expected, got);
-                            })
+                            .receive(&mut net.guest(&mut host, s.vm), |got| tally.check(q, got))
                             .map_err(PlatformError::Guest)?;
                     }
                 }
             }
-            tally.lost += sides.iter().map(|s| s.expected.len() as u64).sum::<u64>();
+            tally.settle(&mut expected);
             (host, net)
         }
         Pacing::LineRate => {
             let link = LinkConfig::from_cost(cost, 1024);
-            let mut expected: Vec<_> = sides
-                .iter_mut()
-                .map(|s| core::mem::take(&mut s.expected))
-                .collect();
-            let guests = sides
-                .drain(..)
-                .map(|s| SimGuest {
-                    vm: s.vm,
-                    driver: s.driver,
-                })
-                .collect();
             let mut sim = HostSim::new(
                 host,
                 net,
-                guests,
+                core::mem::take(&mut sides),
                 (Link::new(link), Link::new(link)),
                 SimDuration::from_nanos(params.irq_latency_ns),
             );
@@ -223,19 +188,9 @@ fn run_one(
                     }
                 }
                 let next = sim.now + gap;
-                sim.run_until(
-                    next,
-                    &mut |g, _, got| tally.check_at(&mut expected, g, got),
-                    tap,
-                )?;
+                tally.run(&mut sim, next, &mut expected, tap)?;
             }
-            let end = sim.now + SimDuration::from_micros(1_000);
-            sim.run_until(
-                end,
-                &mut |g, _, got| tally.check_at(&mut expected, g, got),
-                tap,
-            )?;
-            tally.lost += expected.iter().map(|q| q.len() as u64).sum::<u64>();
+            tally.finish(&mut sim, &mut expected, tap)?;
             (sim.host, sim.net)
         }
     };

@@ -6,15 +6,13 @@
 
 use std::collections::VecDeque;
 
-use iovirt_core::{Gpa, Irq, SimDuration, SimTime};
-use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
-use iovirt_iommu::{IommuConfig, RequesterId};
-use iovirt_vmm::{
-    DemuxMode, Host, HostConfig, NetStats, Network, NetworkConfig, VmConfig, VmId, VmToVm, VmmStats,
-};
+use iovirt_core::{SimDuration, SimTime};
+use iovirt_drivers::E1000Driver;
+use iovirt_iommu::RequesterId;
+use iovirt_vmm::{DemuxMode, Host, NetStats, Network, NetworkConfig, VmId, VmToVm, VmmStats};
 use serde::{Deserialize, Serialize};
 
-use crate::host_sim::{HostSim, SimGuest};
+use crate::host_sim::{HostSim, SimGuest, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, frame};
 
@@ -147,13 +145,18 @@ fn endpoint(s: &str) -> Option<Option<usize>> {
 
 /// Runs the flows.
 pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outcome, PlatformError> {
-    let mut host = Host::new(HostConfig {
-        table_frames: 64 + 16 * params.vms.len() as u64,
-        data_frames: params.data_frames,
-        iommu: IommuConfig::default(),
-    })?;
-    let mut net = Network::new(
-        &mut host,
+    let shapes: Vec<VmShape> = params
+        .vms
+        .iter()
+        .map(|spec| VmShape {
+            memory: spec.memory_mib << 20,
+            rx_descriptors: spec.rx_descriptors,
+            tx_descriptors: 64,
+        })
+        .collect();
+    let (mut host, mut net, guests) = build_host(
+        64 + 16 * params.vms.len() as u64,
+        params.data_frames,
         NetworkConfig {
             uplink_mac: UPLINK_MAC,
             uplink_requester: RequesterId::from_raw(0x100),
@@ -164,23 +167,10 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
             crossover_patience: 64,
             crossover_timeout_ns: 100_000,
         },
+        &shapes,
+        &vm_mac,
     )?;
-    let mut vms: Vec<(VmId, E1000Driver)> = Vec::new();
-    for (i, spec) in params.vms.iter().enumerate() {
-        let vm = host.add_vm(VmConfig {
-            memory: spec.memory_mib << 20,
-            requester: RequesterId::from_raw(0x101 + i as u16),
-        })?;
-        net.add_vnic(&mut host, vm, vm_mac(i), Irq(0x40))?;
-        let mut pages = GuestPageAllocator::new(Gpa::new(1 << 20), 256, Placement::Contiguous);
-        let config = E1000Config {
-            rx_descriptors: spec.rx_descriptors,
-            ..E1000Config::default()
-        };
-        let driver = E1000Driver::bring_up(&mut net.guest(&mut host, vm), &mut pages, config)
-            .map_err(PlatformError::Driver)?;
-        vms.push((vm, driver));
-    }
+    let mut vms: Vec<(VmId, E1000Driver)> = guests.into_iter().map(|g| (g.vm, g.driver)).collect();
     let ends: Vec<(Option<usize>, Option<usize>)> = params
         .flows
         .iter()

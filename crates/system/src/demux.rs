@@ -7,14 +7,13 @@
 
 use std::collections::VecDeque;
 
-use iovirt_core::{CostModel, Gpa, Irq, RegisterAccess, SimDuration, SimTime};
-use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
-use iovirt_iommu::{IommuConfig, RequesterId};
+use iovirt_core::{CostModel, RegisterAccess, SimDuration, SimTime};
+use iovirt_iommu::RequesterId;
 use iovirt_nic::regs;
-use iovirt_vmm::{DemuxMode, Host, HostConfig, Network, NetworkConfig, VmConfig, VmId, VmToVm};
+use iovirt_vmm::{DemuxMode, NetworkConfig, VmToVm};
 use serde::{Deserialize, Serialize};
 
-use crate::host_sim::{HostSim, SimGuest};
+use crate::host_sim::{HostSim, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, Tally, frame};
 
@@ -137,13 +136,6 @@ impl SplitMix {
     }
 }
 
-struct Guest {
-    vm: VmId,
-    driver: E1000Driver,
-    /// Frames sent to it and not yet received, in order.
-    expected: VecDeque<Vec<u8>>,
-}
-
 fn run_one(
     params: &Params,
     cost: &CostModel,
@@ -153,17 +145,17 @@ fn run_one(
     len: usize,
     tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<Row, PlatformError> {
-    let vm_pages = VM_MEMORY / 4096;
-    let mut host = Host::new(HostConfig {
-        table_frames: 64 + 16 * u64::from(vms),
-        data_frames: u64::from(vms) * vm_pages + 1024,
-        iommu: IommuConfig::default(),
-    })?;
-    let mut net = Network::new(
-        &mut host,
+    let shape = VmShape {
+        memory: VM_MEMORY,
+        rx_descriptors: RX_DESCRIPTORS,
+        tx_descriptors: 64,
+    };
+    let (mut host, mut net, mut guests) = build_host(
+        64 + 16 * u64::from(vms),
+        u64::from(vms) * (VM_MEMORY / 4096) + 1024,
         NetworkConfig {
             uplink_mac: UPLINK_MAC,
-            uplink_requester: requester(0),
+            uplink_requester: RequesterId::from_raw(0x100),
             uplink_rx_descriptors: 256,
             uplink_tx_descriptors: 64,
             demux,
@@ -171,27 +163,11 @@ fn run_one(
             crossover_patience: 64,
             crossover_timeout_ns: 0,
         },
+        &vec![shape; usize::from(vms)],
+        &|i| vm_mac(i as u16),
     )?;
-    let mut guests = Vec::new();
-    for i in 0..vms {
-        let vm = host.add_vm(VmConfig {
-            memory: VM_MEMORY,
-            requester: requester(i + 1),
-        })?;
-        net.add_vnic(&mut host, vm, vm_mac(i), Irq(0x40))?;
-        let mut pages = GuestPageAllocator::new(Gpa::new(1 << 20), 512, Placement::Contiguous);
-        let config = E1000Config {
-            rx_descriptors: RX_DESCRIPTORS,
-            ..E1000Config::default()
-        };
-        let driver = E1000Driver::bring_up(&mut net.guest(&mut host, vm), &mut pages, config)
-            .map_err(PlatformError::Driver)?;
-        guests.push(Guest {
-            vm,
-            driver,
-            expected: Default::default(),
-        });
-    }
+    // Frames sent to each VM and not yet received, in order.
+    let mut expected: Vec<VecDeque<Vec<u8>>> = vec![VecDeque::new(); guests.len()];
     let mut rng = SplitMix(seed ^ (u64::from(vms) << 32) ^ len as u64);
     let mut dests = |n: u32| {
         let broadcast =
@@ -213,45 +189,32 @@ fn run_one(
                     now = arrival;
                 }
                 cable.deliver_until(now, |t, f| tap(t, f));
-                for (i, g) in guests.iter_mut().enumerate() {
+                for (i, q) in expected.iter_mut().enumerate() {
                     if broadcast || i == to {
-                        g.expected.push_back(f.clone());
+                        q.push_back(f.clone());
                     }
                 }
                 net.receive_from_wire(&mut host, &f)?;
-                if (n + 1) % params.batch == 0 || n + 1 == params.frames {
-                    for g in &mut guests {
-                        let expected = &mut g.expected;
+                if (n + 1).is_multiple_of(params.batch) || n + 1 == params.frames {
+                    for (g, q) in guests.iter_mut().zip(&mut expected) {
                         g.driver
-                            .receive(&mut net.guest(&mut host, g.vm), |got| {
-                                tally.check(expected, got);
-                            })
+                            .receive(&mut net.guest(&mut host, g.vm), |got| tally.check(q, got))
                             .map_err(PlatformError::Guest)?;
                     }
                 }
             }
+            tally.settle(&mut expected);
             (host, net)
         }
         Pacing::LineRate => {
             let link = LinkConfig::from_cost(cost, 1024);
-            let mut expected: Vec<_> = guests
-                .iter_mut()
-                .map(|g| core::mem::take(&mut g.expected))
-                .collect();
-            let sim_guests: Vec<SimGuest> = guests
-                .drain(..)
-                .map(|g| SimGuest {
-                    vm: g.vm,
-                    driver: g.driver,
-                })
-                .collect();
-            for g in &sim_guests {
+            for g in &guests {
                 net.guest(&mut host, g.vm).write32(regs::ITR, params.itr);
             }
             let mut sim = HostSim::new(
                 host,
                 net,
-                sim_guests,
+                core::mem::take(&mut guests),
                 (Link::new(link), Link::new(link)),
                 SimDuration::from_nanos(params.irq_latency_ns),
             );
@@ -265,24 +228,12 @@ fn run_one(
                 }
                 sim.send_from_wire(&f);
                 let next = sim.now + gap;
-                sim.run_until(
-                    next,
-                    &mut |g, _, got| tally.check_at(&mut expected, g, got),
-                    tap,
-                )?;
+                tally.run(&mut sim, next, &mut expected, tap)?;
             }
-            let end = sim.now + SimDuration::from_micros(1_000);
-            sim.run_until(
-                end,
-                &mut |g, _, got| tally.check_at(&mut expected, g, got),
-                tap,
-            )?;
-            tally.lost += expected.iter().map(|q| q.len() as u64).sum::<u64>();
+            tally.finish(&mut sim, &mut expected, tap)?;
             (sim.host, sim.net)
         }
     };
-    // A frame never received is lost.
-    tally.lost += guests.iter().map(|g| g.expected.len() as u64).sum::<u64>();
     let (frames, corrupted, lost) = (tally.frames, tally.corrupted, tally.lost);
     let (s, h) = (net.stats(), host.stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
@@ -309,10 +260,6 @@ fn run_one(
             0.0
         },
     })
-}
-
-fn requester(n: u16) -> RequesterId {
-    RequesterId::from_raw(0x100 + n)
 }
 
 impl Params {

@@ -4,9 +4,10 @@
 //! local APIC reaches the guest's driver an interrupt latency later (the
 //! guest acknowledges the vector, runs its handler, and signals EOI).
 
-use iovirt_core::{EventQueue, SimDuration, SimTime};
-use iovirt_drivers::E1000Driver;
-use iovirt_vmm::{Host, Network, VmId};
+use iovirt_core::{EventQueue, Gpa, Irq, SimDuration, SimTime};
+use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
+use iovirt_iommu::{IommuConfig, RequesterId};
+use iovirt_vmm::{Host, HostConfig, Network, NetworkConfig, VmConfig, VmId};
 
 use crate::link::Link;
 use crate::platform::PlatformError;
@@ -26,6 +27,56 @@ pub struct SimGuest {
     pub vm: VmId,
     /// Its driver.
     pub driver: E1000Driver,
+}
+
+/// One VM of a host to build: its memory and its driver's rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmShape {
+    /// Guest memory in bytes (at least 2 MiB: the driver allocates from
+    /// 1 MiB up).
+    pub memory: u64,
+    /// The driver's receive descriptors.
+    pub rx_descriptors: u16,
+    /// The driver's transmit descriptors.
+    pub tx_descriptors: u16,
+}
+
+/// Builds a host: `table_frames` and `data_frames` of memory, `network`,
+/// and one VM per shape, each with a vNIC (MAC address `mac(i)`, MSI
+/// vector 0x40; its requester 01:00.0 + i + 1) and its e1000 driver
+/// brought up from contiguous pages above 1 MiB.
+pub fn build_host(
+    table_frames: u64,
+    data_frames: u64,
+    network: NetworkConfig,
+    vms: &[VmShape],
+    mac: &dyn Fn(usize) -> [u8; 6],
+) -> Result<(Host, Network, Vec<SimGuest>), PlatformError> {
+    let mut host = Host::new(HostConfig {
+        table_frames,
+        data_frames,
+        iommu: IommuConfig::default(),
+    })?;
+    let mut net = Network::new(&mut host, network)?;
+    let mut guests = Vec::new();
+    for (i, shape) in vms.iter().enumerate() {
+        let vm = host.add_vm(VmConfig {
+            memory: shape.memory,
+            requester: RequesterId::from_raw(0x101 + i as u16),
+        })?;
+        net.add_vnic(&mut host, vm, mac(i), Irq(0x40))?;
+        let pages = ((shape.memory >> 12).saturating_sub(256)).min(512);
+        let mut pages = GuestPageAllocator::new(Gpa::new(1 << 20), pages, Placement::Contiguous);
+        let config = E1000Config {
+            rx_descriptors: shape.rx_descriptors,
+            tx_descriptors: shape.tx_descriptors,
+            ..E1000Config::default()
+        };
+        let driver = E1000Driver::bring_up(&mut net.guest(&mut host, vm), &mut pages, config)
+            .map_err(PlatformError::Driver)?;
+        guests.push(SimGuest { vm, driver });
+    }
+    Ok((host, net, guests))
 }
 
 /// The host, its network and its guests, in virtual time.

@@ -155,6 +155,40 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// Runs `sim` until `until`, checking every frame its guests receive
+    /// against what was sent to each (`expected`, by guest).
+    pub(crate) fn run(
+        &mut self,
+        sim: &mut crate::host_sim::HostSim,
+        until: SimTime,
+        expected: &mut [std::collections::VecDeque<Vec<u8>>],
+        tap: &mut dyn FnMut(SimTime, &[u8]),
+    ) -> Result<(), PlatformError> {
+        sim.run_until(until, &mut |g, _, got| self.check_at(expected, g, got), tap)
+    }
+
+    /// Lets the last frames arrive and be handled (1 ms), then counts what
+    /// never arrived as lost.
+    pub(crate) fn finish(
+        &mut self,
+        sim: &mut crate::host_sim::HostSim,
+        expected: &mut [std::collections::VecDeque<Vec<u8>>],
+        tap: &mut dyn FnMut(SimTime, &[u8]),
+    ) -> Result<(), PlatformError> {
+        let end = sim.now + SimDuration::from_micros(1_000);
+        self.run(sim, end, expected, tap)?;
+        self.settle(expected);
+        Ok(())
+    }
+
+    /// Counts every frame still expected as lost.
+    pub(crate) fn settle(&mut self, expected: &mut [std::collections::VecDeque<Vec<u8>>]) {
+        for q in expected {
+            self.lost += q.len() as u64;
+            q.clear();
+        }
+    }
+
     /// [`Tally::check`] against guest `g`'s queue.
     pub(crate) fn check_at(
         &mut self,
