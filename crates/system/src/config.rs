@@ -27,6 +27,45 @@ pub struct Config {
     pub custom: crate::custom::Params,
 }
 
+/// A field's check: the field's name and what is wrong with it.
+pub(crate) type Check = Result<(), (&'static str, String)>;
+
+/// Frames per run: 1 to 1,000,000.
+pub(crate) fn check_frames(frames: u32) -> Check {
+    if frames == 0 || frames > 1_000_000 {
+        return Err(("frames", format!("{frames} is not in 1..=1000000")));
+    }
+    Ok(())
+}
+
+/// 1 to 8 Ethernet frame lengths (60 to 1514 bytes).
+pub(crate) fn check_frame_lens(lens: &[usize]) -> Check {
+    if lens.is_empty() || lens.len() > 8 {
+        return Err(("frame_lens", "give 1 to 8 lengths".to_owned()));
+    }
+    if let Some(bad) = lens.iter().find(|l| !(60..=1514).contains(*l)) {
+        return Err((
+            "frame_lens",
+            format!("{bad} is not an Ethernet frame length (60..=1514)"),
+        ));
+    }
+    Ok(())
+}
+
+/// An interrupt latency of at most 1 ms, and an ITR that fits 16 bits.
+pub(crate) fn check_interrupts(irq_latency_ns: u64, itr: u32) -> Check {
+    if irq_latency_ns > 1_000_000 {
+        return Err((
+            "irq_latency_ns",
+            format!("{irq_latency_ns} ns is more than 1 ms"),
+        ));
+    }
+    if itr > 0xffff {
+        return Err(("itr", format!("{itr} does not fit ITR's 16 bits")));
+    }
+    Ok(())
+}
+
 /// A configuration that cannot be used, with the field to blame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

@@ -12,6 +12,7 @@ use iovirt_iommu::RequesterId;
 use iovirt_vmm::{DemuxMode, NetworkConfig, VmToVm};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{check_frame_lens, check_frames, check_interrupts};
 use crate::host_sim::{HostSim, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, Tally, frame};
@@ -156,11 +157,7 @@ fn run_one(
                 });
                 cable.deliver_until(SimTime::from_nanos(u64::MAX), |t, f| tap(t, f));
                 if (n + 1).is_multiple_of(params.batch) || n + 1 == params.frames {
-                    for (s, q) in sides.iter_mut().zip(&mut expected) {
-                        s.driver
-                            .receive(&mut net.guest(&mut host, s.vm), |got| tally.check(q, got))
-                            .map_err(PlatformError::Guest)?;
-                    }
+                    tally.poll(&mut host, &mut net, &mut sides, &mut expected)?;
                 }
             }
             tally.settle(&mut expected);
@@ -222,24 +219,9 @@ fn run_one(
 impl Params {
     /// Checks the values, naming the first bad field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.frames == 0 || self.frames > 1_000_000 {
-            return Err(("frames", format!("{} is not in 1..=1000000", self.frames)));
-        }
-        if self.frame_lens.is_empty() || self.frame_lens.len() > 8 {
-            return Err(("frame_lens", "give 1 to 8 lengths".to_owned()));
-        }
-        if let Some(bad) = self.frame_lens.iter().find(|l| !(60..=1514).contains(*l)) {
-            return Err((
-                "frame_lens",
-                format!("{bad} is not an Ethernet frame length (60..=1514)"),
-            ));
-        }
-        if self.irq_latency_ns > 1_000_000 {
-            return Err((
-                "irq_latency_ns",
-                format!("{} ns is more than 1 ms", self.irq_latency_ns),
-            ));
-        }
+        check_frames(self.frames)?;
+        check_frame_lens(&self.frame_lens)?;
+        check_interrupts(self.irq_latency_ns, 0)?;
         // Each side may have a batch of frames in flight in each ring.
         if self.batch == 0 || self.batch >= u32::from(RING) {
             return Err((

@@ -12,6 +12,7 @@ use iovirt_iommu::RequesterId;
 use iovirt_vmm::{DemuxMode, Host, NetStats, Network, NetworkConfig, VmId, VmToVm, VmmStats};
 use serde::{Deserialize, Serialize};
 
+use crate::config::check_interrupts;
 use crate::host_sim::{HostSim, SimGuest, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, frame};
@@ -486,12 +487,7 @@ impl Params {
                 ));
             }
         }
-        if self.irq_latency_ns > 1_000_000 {
-            return Err((
-                "irq_latency_ns",
-                format!("{} ns is more than 1 ms", self.irq_latency_ns),
-            ));
-        }
+        check_interrupts(self.irq_latency_ns, 0)?;
         if self.batch == 0 {
             return Err(("batch", "0 frames between receive passes".to_owned()));
         }

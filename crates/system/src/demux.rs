@@ -13,6 +13,7 @@ use iovirt_nic::regs;
 use iovirt_vmm::{DemuxMode, NetworkConfig, VmToVm};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{check_frame_lens, check_frames, check_interrupts};
 use crate::host_sim::{HostSim, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, Tally, frame};
@@ -196,11 +197,7 @@ fn run_one(
                 }
                 net.receive_from_wire(&mut host, &f)?;
                 if (n + 1).is_multiple_of(params.batch) || n + 1 == params.frames {
-                    for (g, q) in guests.iter_mut().zip(&mut expected) {
-                        g.driver
-                            .receive(&mut net.guest(&mut host, g.vm), |got| tally.check(q, got))
-                            .map_err(PlatformError::Guest)?;
-                    }
+                    tally.poll(&mut host, &mut net, &mut guests, &mut expected)?;
                 }
             }
             tally.settle(&mut expected);
@@ -265,18 +262,8 @@ fn run_one(
 impl Params {
     /// Checks the values, naming the first bad field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.frames == 0 || self.frames > 1_000_000 {
-            return Err(("frames", format!("{} is not in 1..=1000000", self.frames)));
-        }
-        if self.frame_lens.is_empty() || self.frame_lens.len() > 8 {
-            return Err(("frame_lens", "give 1 to 8 lengths".to_owned()));
-        }
-        if let Some(bad) = self.frame_lens.iter().find(|l| !(60..=1514).contains(*l)) {
-            return Err((
-                "frame_lens",
-                format!("{bad} is not an Ethernet frame length (60..=1514)"),
-            ));
-        }
+        check_frames(self.frames)?;
+        check_frame_lens(&self.frame_lens)?;
         if self.vms.is_empty() || self.vms.len() > 8 {
             return Err(("vms", "give 1 to 8 VM counts".to_owned()));
         }
@@ -286,15 +273,7 @@ impl Params {
                 format!("{bad} VMs: the physical NIC filters for 1 to 15"),
             ));
         }
-        if self.irq_latency_ns > 1_000_000 {
-            return Err((
-                "irq_latency_ns",
-                format!("{} ns is more than 1 ms", self.irq_latency_ns),
-            ));
-        }
-        if self.itr > 0xffff {
-            return Err(("itr", format!("{} does not fit ITR's 16 bits", self.itr)));
-        }
+        check_interrupts(self.irq_latency_ns, self.itr)?;
         if self.batch == 0 || self.batch >= u32::from(RX_DESCRIPTORS) {
             return Err((
                 "batch",

@@ -11,6 +11,7 @@ use iovirt_iommu::{IotlbConfig, Replacement};
 use iovirt_nic::{BufferTouch, Prefetchers, regs};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{check_frames, check_interrupts};
 use crate::link::LinkConfig;
 use crate::platform::{MIB, PlatformError, TwoGuests, frame};
 
@@ -262,9 +263,7 @@ impl Handlers {
 impl Params {
     /// Checks the values, naming the first bad field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.frames == 0 || self.frames > 1_000_000 {
-            return Err(("frames", format!("{} is not in 1..=1000000", self.frames)));
-        }
+        check_frames(self.frames)?;
         if !(60..=1514).contains(&self.frame_len) {
             return Err((
                 "frame_len",
@@ -280,15 +279,7 @@ impl Params {
         if let Some(bad) = self.iotlb_entries.iter().find(|&&e| e > 65_536) {
             return Err(("iotlb_entries", format!("{bad} entries is more than 65536")));
         }
-        if self.irq_latency_ns > 1_000_000 {
-            return Err((
-                "irq_latency_ns",
-                format!("{} ns is more than 1 ms", self.irq_latency_ns),
-            ));
-        }
-        if self.itr > 0xffff {
-            return Err(("itr", format!("{} does not fit ITR's 16 bits", self.itr)));
-        }
+        check_interrupts(self.irq_latency_ns, self.itr)?;
         Ok(())
     }
 }

@@ -181,6 +181,23 @@ impl Tally {
         Ok(())
     }
 
+    /// Every guest's driver receives what is waiting (a polling pass), each
+    /// frame checked against what was sent to it.
+    pub(crate) fn poll(
+        &mut self,
+        host: &mut iovirt_vmm::Host,
+        net: &mut iovirt_vmm::Network,
+        guests: &mut [crate::host_sim::SimGuest],
+        expected: &mut [std::collections::VecDeque<Vec<u8>>],
+    ) -> Result<(), PlatformError> {
+        for (g, q) in guests.iter_mut().zip(expected) {
+            g.driver
+                .receive(&mut net.guest(host, g.vm), |got| self.check(q, got))
+                .map_err(PlatformError::Guest)?;
+        }
+        Ok(())
+    }
+
     /// Counts every frame still expected as lost.
     pub(crate) fn settle(&mut self, expected: &mut [std::collections::VecDeque<Vec<u8>>]) {
         for q in expected {
