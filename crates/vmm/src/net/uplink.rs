@@ -6,7 +6,9 @@ use iovirt_core::{
     FrameQueue, HostMemory, Hpa, InterruptSink, Irq, MmioDevice, PhysMemory, TimerQueue, Width,
 };
 use iovirt_iommu::{IommuPort, RequesterId};
-use iovirt_nic::{Nic, NicConfig, NicEnv, regs};
+use iovirt_nic::desc::{RxSta, TxCmd, TxSta};
+use iovirt_nic::regs::{self, Rctl, Tctl};
+use iovirt_nic::{Nic, NicConfig, NicEnv};
 
 use super::{DemuxMode, NetworkConfig};
 use crate::VmmError;
@@ -14,17 +16,11 @@ use crate::host::Host;
 
 const DESC: u64 = 16;
 const PAGE: u64 = 4096;
-/// Descriptor status bits (8254x legacy descriptors).
-const STA_DD: u8 = 1 << 0;
-const STA_EOP: u8 = 1 << 1;
-/// TX command: end of packet, insert FCS, report status.
-const TX_CMD: u64 = (1 | 1 << 1 | 1 << 3) << 24;
-const RCTL_EN: u32 = 1 << 1;
-const RCTL_UPE: u32 = 1 << 3;
-const RCTL_BAM: u32 = 1 << 15;
-const RCTL_SECRC: u32 = 1 << 26;
-const TCTL_EN: u32 = 1 << 1;
-const TCTL_PSP: u32 = 1 << 3;
+/// The receive control the host runs its NIC with: on, broadcasts
+/// accepted, the FCS stripped.
+const RCTL: Rctl = Rctl::EN.union(Rctl::BAM).union(Rctl::SECRC);
+/// TX command of every frame: end of packet, insert FCS, report status.
+const TX_CMD: TxCmd = TxCmd::EOP.union(TxCmd::IFCS).union(TxCmd::RS);
 
 /// Counts the physical NIC's interrupts (the host polls).
 #[derive(Debug, Default)]
@@ -127,8 +123,8 @@ impl Uplink {
             (regs::TDBAL, lo(tx_ring)),
             (regs::TDBAH, hi(tx_ring)),
             (regs::TDLEN, u64::from(tx_n) * DESC),
-            (regs::RCTL, u64::from(RCTL_EN | RCTL_BAM | RCTL_SECRC)),
-            (regs::TCTL, u64::from(TCTL_EN | TCTL_PSP)),
+            (regs::RCTL, u64::from(RCTL.bits())),
+            (regs::TCTL, u64::from((Tctl::EN | Tctl::PSP).bits())),
         ] {
             up.write(host, reg, value, &mut none);
         }
@@ -152,8 +148,8 @@ impl Uplink {
             self.write(host, at, u64::from(low), out);
             self.write(host, at + 4, u64::from(high), out);
         } else {
-            let rctl = RCTL_EN | RCTL_BAM | RCTL_SECRC | RCTL_UPE;
-            self.write(host, regs::RCTL, u64::from(rctl), out);
+            let rctl = RCTL | Rctl::UPE;
+            self.write(host, regs::RCTL, u64::from(rctl.bits()), out);
         }
     }
 
@@ -174,7 +170,7 @@ impl Uplink {
         let mut wb = [0u8; 8];
         host.memory().read(at, &mut wb)?;
         let [len_lo, len_hi, _, _, status, _, _, _] = wb;
-        if status & STA_DD == 0 {
+        if status & RxSta::DD.bits() == 0 {
             return Ok(None);
         }
         let slot = usize::from(self.rx_next);
@@ -186,7 +182,7 @@ impl Uplink {
         Ok(buffer.map(|buffer| Received {
             buffer,
             len: usize::from(u16::from_le_bytes([len_lo, len_hi])),
-            whole: status & STA_EOP != 0,
+            whole: status & RxSta::EOP.bits() != 0,
         }))
     }
 
@@ -243,7 +239,7 @@ impl Uplink {
             return false;
         };
         let at = Hpa::new(self.tx_ring.raw() + u64::from(self.tx_tail) * DESC);
-        let word = frame.len() as u64 | TX_CMD;
+        let word = frame.len() as u64 | u64::from(TX_CMD.bits()) << 24;
         let mem = host.mem_mut();
         let written = mem
             .write(buffer, frame)
@@ -263,7 +259,7 @@ impl Uplink {
         while self.tx_clean != self.tx_tail {
             let at = Hpa::new(self.tx_ring.raw() + u64::from(self.tx_clean) * DESC + 12);
             let mut status = [0u8; 1];
-            if host.memory().read(at, &mut status).is_err() || status[0] & STA_DD == 0 {
+            if host.memory().read(at, &mut status).is_err() || status[0] & TxSta::DD.bits() == 0 {
                 break;
             }
             self.tx_clean = (self.tx_clean + 1) % n;
