@@ -9,8 +9,14 @@
 //! ## What it has today
 //!
 //! - [`platform::TwoGuests`]: two VMs on one host, each with an e1000-style
-//!   NIC behind the IOMMU in its own domain, joined by a wire; each VM sees
-//!   its NIC's registers and its own guest-physical memory.
+//!   NIC behind the IOMMU in its own domain, joined by a cable of two
+//!   [`link::Link`]s; each VM sees its NIC's registers and its own
+//!   guest-physical memory. [`platform::TwoGuests::run_until`] is its
+//!   discrete-event loop (link arrivals, NIC timers, interrupts delivered to
+//!   the guests' handlers).
+//! - [`host_sim::HostSim`]: a host from `iovirt-vmm` with its network and
+//!   guests on the same kind of loop, and [`host_sim::Fabric`], two hosts
+//!   joined by a cable between their physical NICs.
 //! - The `iotlb-prefetch` scenario ([`iotlb_prefetch`], seed 000):
 //!   prefetchers off, device side, driver side, both; buffers random or
 //!   packed; two IOTLB sizes. Headline: IOTLB misses on the receive
@@ -29,9 +35,11 @@
 //!
 //! ## Not yet
 //!
-//! The HCA (`rdma-odp`), and the discrete-event scheduler with links
-//! across hosts: the scenarios run their traffic in program order, and
-//! time is the cost model's sum of the work each frame causes.
+//! The HCA (`rdma-odp`); configurations of several hosts (a [`host_sim::Fabric`]
+//! is built in code only); the host's own work (copies, remaps,
+//! invalidations) as CPU time on the event loop: the scenarios report it
+//! as the cost model's sum per frame, and in lock-step pacing their traffic
+//! runs in program order.
 //!
 //! ## Example
 //!
