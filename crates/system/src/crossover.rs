@@ -65,6 +65,11 @@ pub struct Row {
     /// Frames sent and never received, or refused by a full transmit ring
     /// (line rate only).
     pub lost: u64,
+    /// Line rate: mean time from a frame's send to the receiving guest's
+    /// handler taking it, ns (0 in lock-step).
+    pub latency_ns_mean: f64,
+    /// Line rate: the longest such time, ns.
+    pub latency_ns_max: u64,
     /// Headline: frames the physical NIC carried (sent plus received) per
     /// VM-to-VM frame.
     pub nic_frames_per_frame: f64,
@@ -177,6 +182,7 @@ fn run_one(
                 for (from, (src, dst)) in pairs.into_iter().enumerate() {
                     let f = frame(dst, src, n, len);
                     if sim.transmit(from, &f) {
+                        tally.sent(sim.now, &f);
                         if let Some(q) = expected.get_mut(1 - from) {
                             q.push_back(f);
                         }
@@ -208,6 +214,8 @@ fn run_one(
         frames,
         corrupted,
         lost,
+        latency_ns_mean: tally.latency_mean_ns(),
+        latency_ns_max: tally.latency_max_ns,
         nic_frames_per_frame: per(nic_frames),
         copies_per_frame: per(s.bytes_copied.get()) / len as f64,
         remaps_per_frame: per(h.pages_shared.get()),

@@ -74,6 +74,11 @@ pub struct Row {
     /// Frames sent and never received (dropped for want of buffers: only
     /// at line rate).
     pub lost: u64,
+    /// Line rate: mean time from the peer's send to the guest's handler
+    /// taking the frame, ns (0 in lock-step).
+    pub latency_ns_mean: f64,
+    /// Line rate: the longest such time, ns.
+    pub latency_ns_max: u64,
     /// Headline: bytes the host copied per frame received.
     pub bytes_copied_per_frame: f64,
     /// Pages remapped into a VM per frame.
@@ -223,7 +228,9 @@ fn run_one(
                         q.push_back(f.clone());
                     }
                 }
-                sim.send_from_wire(&f);
+                if sim.send_from_wire(&f) {
+                    tally.sent(sim.now, &f);
+                }
                 let next = sim.now + gap;
                 tally.run(&mut sim, next, &mut expected, tap)?;
             }
@@ -246,6 +253,8 @@ fn run_one(
         frames,
         corrupted,
         lost,
+        latency_ns_mean: tally.latency_mean_ns(),
+        latency_ns_max: tally.latency_max_ns,
         bytes_copied_per_frame: per(s.bytes_copied.get()),
         remaps_per_frame: per(h.frames_adopted.get()),
         invalidations_per_frame: per(h.invalidations.get()),

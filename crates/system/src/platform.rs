@@ -152,6 +152,12 @@ pub(crate) struct Tally {
     pub(crate) frames: u64,
     pub(crate) corrupted: u64,
     pub(crate) lost: u64,
+    /// When each frame in flight was sent (line rate), by its bytes.
+    sent_at: std::collections::HashMap<Vec<u8>, SimTime>,
+    /// Frames whose latency was measured, and its sum and maximum, ns.
+    timed: u64,
+    latency_sum_ns: u64,
+    pub(crate) latency_max_ns: u64,
 }
 
 impl Tally {
@@ -164,7 +170,34 @@ impl Tally {
         expected: &mut [std::collections::VecDeque<Vec<u8>>],
         tap: &mut dyn FnMut(SimTime, &[u8]),
     ) -> Result<(), PlatformError> {
-        sim.run_until(until, &mut |g, _, got| self.check_at(expected, g, got), tap)
+        sim.run_until(
+            until,
+            &mut |g, t, got| {
+                self.check_at(expected, g, got);
+                if let Some(sent) = self.sent_at.remove(got) {
+                    let ns = (t - sent).as_nanos();
+                    self.timed += 1;
+                    self.latency_sum_ns = self.latency_sum_ns.saturating_add(ns);
+                    self.latency_max_ns = self.latency_max_ns.max(ns);
+                }
+            },
+            tap,
+        )
+    }
+
+    /// Frame `f` was sent at `at`: its latency is measured when a guest
+    /// receives it.
+    pub(crate) fn sent(&mut self, at: SimTime, f: &[u8]) {
+        self.sent_at.insert(f.to_vec(), at);
+    }
+
+    /// The mean latency of the frames measured, ns (0 if none was).
+    pub(crate) fn latency_mean_ns(&self) -> f64 {
+        if self.timed == 0 {
+            0.0
+        } else {
+            self.latency_sum_ns as f64 / self.timed as f64
+        }
     }
 
     /// Lets the last frames arrive and be handled (1 ms), then counts what
@@ -200,6 +233,7 @@ impl Tally {
 
     /// Counts every frame still expected as lost.
     pub(crate) fn settle(&mut self, expected: &mut [std::collections::VecDeque<Vec<u8>>]) {
+        self.sent_at.clear();
         for q in expected {
             self.lost += q.len() as u64;
             q.clear();

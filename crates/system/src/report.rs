@@ -104,7 +104,7 @@ impl CrossoverReport {
         );
         let _ = writeln!(
             out,
-            "{:>5}  {:<9}  {:>8}  {:>6}  {:>12}  {:>10}  {:>9}  {:>9}  {:>12}  {:>9}",
+            "{:>5}  {:<9}  {:>8}  {:>6}  {:>12}  {:>10}  {:>9}  {:>9}  {:>12}  {:>9}  {:>9}",
             "len",
             "vm-to-vm",
             "frames",
@@ -114,12 +114,13 @@ impl CrossoverReport {
             "remaps/fr",
             "invals/fr",
             "path ns/fr",
-            "corrupted"
+            "corrupted",
+            "lat ns"
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:>5}  {:<9}  {:>8}  {:>6}  {:>12.3}  {:>10.3}  {:>9.3}  {:>9.3}  {:>12.1}  {:>9}",
+                "{:>5}  {:<9}  {:>8}  {:>6}  {:>12.3}  {:>10.3}  {:>9.3}  {:>9.3}  {:>12.1}  {:>9}  {:>9.0}",
                 r.frame_len,
                 format!("{:?}", r.vm_to_vm).to_lowercase(),
                 r.frames,
@@ -129,7 +130,8 @@ impl CrossoverReport {
                 r.remaps_per_frame,
                 r.invalidations_per_frame,
                 r.path_ns_per_frame,
-                r.corrupted
+                r.corrupted,
+                r.latency_ns_mean
             );
         }
         out
@@ -149,7 +151,7 @@ impl DemuxReport {
         let _ = writeln!(out, "headline: bytes the host copies per frame\n");
         let _ = writeln!(
             out,
-            "{:>3}  {:>5}  {:<5}  {:>8}  {:>6}  {:>11}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}",
+            "{:>3}  {:>5}  {:<5}  {:>8}  {:>6}  {:>11}  {:>8}  {:>9}  {:>8}  {:>11}  {:>12}  {:>9}  {:>9}",
             "vms",
             "len",
             "demux",
@@ -161,12 +163,13 @@ impl DemuxReport {
             "zeroed/fr",
             "host ns/fr",
             "Mframes/vsec",
-            "corrupted"
+            "corrupted",
+            "lat ns"
         );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "{:>3}  {:>5}  {:<5}  {:>8}  {:>6}  {:>11.1}  {:>8.3}  {:>9.3}  {:>8.3}  {:>11.1}  {:>12.3}  {:>9}",
+                "{:>3}  {:>5}  {:<5}  {:>8}  {:>6}  {:>11.1}  {:>8.3}  {:>9.3}  {:>8.3}  {:>11.1}  {:>12.3}  {:>9}  {:>9.0}",
                 r.vms,
                 r.frame_len,
                 format!("{:?}", r.demux).to_lowercase(),
@@ -178,7 +181,8 @@ impl DemuxReport {
                 r.pages_zeroed_per_frame,
                 r.host_ns_per_frame,
                 r.frames_per_virtual_sec / 1e6,
-                r.corrupted
+                r.corrupted,
+                r.latency_ns_mean
             );
         }
         out

@@ -446,6 +446,10 @@ fn the_demultiplexers_at_line_rate_on_the_event_loop() {
     let rows = demux::run(&params, &CostModel::default(), 3).unwrap();
     for r in &rows {
         assert_eq!((r.frames, r.lost, r.corrupted), (600, 0, 0), "{r:?}");
+        // From the peer's send to the guest's handler: at least the cable,
+        // at most the cable, an interrupt latency and some queueing.
+        assert!(r.latency_ns_mean >= 500.0, "{r:?}");
+        assert!(r.latency_ns_max <= 10_000, "{r:?}");
     }
     // Throttled interrupts (51.2 us) let 64 B frames overrun the guests'
     // 63-buffer rings: both forms lose the same frames (the guest ring is
@@ -481,6 +485,10 @@ fn crossover_keeps_its_claim_at_line_rate() {
     let rows = crossover::run(&params, &CostModel::default()).unwrap();
     for r in &rows {
         assert_eq!((r.frames, r.lost, r.corrupted), (600, 0, 0), "{r:?}");
+        assert!(
+            r.latency_ns_mean > 0.0 && r.latency_ns_max <= 10_000,
+            "{r:?}"
+        );
         if r.vm_to_vm == VmToVm::Crossover {
             assert_eq!(
                 (r.nic_frames_per_frame, r.copies_per_frame),
