@@ -13,7 +13,7 @@ use iovirt_vmm::{DemuxMode, NetworkConfig, VmToVm};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{check_frame_lens, check_frames, check_interrupts};
-use crate::host_sim::{HostSim, VmShape, build_host};
+use crate::host_sim::{HostSim, VmShape, build_host, host_work_ns};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, Tally, frame};
 
@@ -33,6 +33,10 @@ pub struct Params {
     pub pacing: Pacing,
     /// Line rate: from an interrupt's injection to the guest's handler, ns.
     pub irq_latency_ns: u64,
+    /// Line rate: the host's work (copies, clears, page-table writes,
+    /// invalidations) takes CPU time under the cost model, and the guests'
+    /// interrupts wait for it.
+    pub charge_host_work: bool,
     /// Line rate: how long a receiver may hold a crossed frame before it
     /// is given a copy, ns (0: no limit).
     pub crossover_timeout_ns: u64,
@@ -46,6 +50,7 @@ impl Default for Params {
             batch: 8,
             pacing: Pacing::Lockstep,
             irq_latency_ns: 2_000,
+            charge_host_work: true,
             crossover_timeout_ns: 100_000,
         }
     }
@@ -177,6 +182,9 @@ fn run_one(
                 (Link::new(link), Link::new(link)),
                 SimDuration::from_nanos(params.irq_latency_ns),
             );
+            if params.charge_host_work {
+                sim.charge_host_work(*cost);
+            }
             let gap = link.serialization(len);
             for n in 0..params.frames {
                 for (from, (src, dst)) in pairs.into_iter().enumerate() {
@@ -201,13 +209,9 @@ fn run_one(
     let (s, h, up) = (net.stats(), host.stats(), *net.uplink().stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
     let nic_frames = up.tx_frames.get() + up.rx_frames.get();
-    let cleared = s.crossover_bytes_cleared.get() + h.frames_zeroed.get() * 4096;
+    // The host's work, plus the physical NIC's DMA of the looped frames.
     let dma = up.tx_bytes.get() + up.rx_bytes.get();
-    let path_ns = cost
-        .copy_time(s.bytes_copied.get() + cleared + dma)
-        .as_nanos()
-        + (h.pages_shared.get() + h.invalidations.get()) * cost.memory_access_ns
-        + h.invalidations.get() * cost.iotlb_invalidation_ns;
+    let path_ns = host_work_ns(cost, &s, &h) + cost.copy_time(dma).as_nanos();
     Ok(Row {
         vm_to_vm: mode,
         frame_len: len,

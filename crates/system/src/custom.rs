@@ -359,6 +359,7 @@ fn line_rate(
         (Link::new(link), Link::new(link)),
         SimDuration::from_nanos(params.irq_latency_ns),
     );
+    sim.charge_host_work(Default::default());
     let mut owed = Owed::new(wire);
     let round = params
         .flows

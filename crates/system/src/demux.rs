@@ -14,7 +14,7 @@ use iovirt_vmm::{DemuxMode, NetworkConfig, VmToVm};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{check_frame_lens, check_frames, check_interrupts};
-use crate::host_sim::{HostSim, VmShape, build_host};
+use crate::host_sim::{HostSim, VmShape, build_host, host_work_ns};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, Tally, frame};
 
@@ -38,6 +38,10 @@ pub struct Params {
     pub pacing: Pacing,
     /// Line rate: from an interrupt's injection to the guest's handler, ns.
     pub irq_latency_ns: u64,
+    /// Line rate: the host's work (copies, clears, page-table writes,
+    /// invalidations) takes CPU time under the cost model, and the guests'
+    /// interrupts wait for it.
+    pub charge_host_work: bool,
     /// Line rate: every vNIC's ITR (interrupts at least `itr` x 256 ns
     /// apart; 0 for none).
     pub itr: u32,
@@ -53,6 +57,7 @@ impl Default for Params {
             batch: 8,
             pacing: Pacing::Lockstep,
             irq_latency_ns: 2_000,
+            charge_host_work: true,
             itr: 0,
         }
     }
@@ -220,6 +225,9 @@ fn run_one(
                 (Link::new(link), Link::new(link)),
                 SimDuration::from_nanos(params.irq_latency_ns),
             );
+            if params.charge_host_work {
+                sim.charge_host_work(*cost);
+            }
             let gap = link.serialization(len);
             for n in 0..params.frames {
                 let (f, broadcast, to) = dests(n);
@@ -241,10 +249,7 @@ fn run_one(
     let (frames, corrupted, lost) = (tally.frames, tally.corrupted, tally.lost);
     let (s, h) = (net.stats(), host.stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
-    let host_ns = cost.copy_time(s.bytes_copied.get()).as_nanos()
-        + cost.copy_time(h.frames_zeroed.get() * 4096).as_nanos()
-        + (h.frames_adopted.get() + h.invalidations.get()) * cost.memory_access_ns
-        + h.invalidations.get() * cost.iotlb_invalidation_ns;
+    let host_ns = host_work_ns(cost, &s, &h);
     let host_ns_per_frame = per(host_ns);
     Ok(Row {
         demux,

@@ -4,10 +4,10 @@
 //! local APIC reaches the guest's driver an interrupt latency later (the
 //! guest acknowledges the vector, runs its handler, and signals EOI).
 
-use iovirt_core::{EventQueue, Gpa, Irq, SimDuration, SimTime};
+use iovirt_core::{CostModel, EventQueue, Gpa, Irq, SimDuration, SimTime};
 use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
-use iovirt_vmm::{Host, HostConfig, Network, NetworkConfig, VmConfig, VmId};
+use iovirt_vmm::{Host, HostConfig, NetStats, Network, NetworkConfig, VmConfig, VmId, VmmStats};
 
 use crate::link::Link;
 use crate::platform::PlatformError;
@@ -27,6 +27,21 @@ pub struct SimGuest {
     pub vm: VmId,
     /// Its driver.
     pub driver: E1000Driver,
+}
+
+/// The host CPU's work behind these counters, under `cost`, ns: bytes it
+/// copied or cleared (frames zeroed, crossed pages' tails) at the copy
+/// rate, one memory access per page-table write (pages adopted, shared,
+/// unmapped), one IOTLB invalidation per invalidation. The NICs' own DMA is
+/// not the CPU's and is left out.
+pub fn host_work_ns(cost: &CostModel, net: &NetStats, host: &VmmStats) -> u64 {
+    let bytes = net.bytes_copied.get()
+        + net.crossover_bytes_cleared.get()
+        + host.frames_zeroed.get() * 4096;
+    let pte_writes = host.frames_adopted.get() + host.pages_shared.get() + host.invalidations.get();
+    cost.copy_time(bytes).as_nanos()
+        + pte_writes * cost.memory_access_ns
+        + host.invalidations.get() * cost.iotlb_invalidation_ns
 }
 
 /// One VM of a host to build: its memory and its driver's rings.
@@ -99,6 +114,11 @@ pub struct HostSim {
     /// Each guest's injected-interrupt count when last looked at.
     seen: Vec<u64>,
     irq_latency: SimDuration,
+    /// With a cost model, the host's work takes CPU time: an event's
+    /// effects reach the guests once the CPU has done it.
+    cpu: Option<CostModel>,
+    /// When the host's CPU is free again.
+    busy_until: SimTime,
 }
 
 impl HostSim {
@@ -123,6 +143,8 @@ impl HostSim {
             irqs: EventQueue::new(),
             seen,
             irq_latency,
+            cpu: None,
+            busy_until: SimTime::ZERO,
         };
         sim.look_for_interrupts();
         sim
@@ -133,13 +155,25 @@ impl HostSim {
         let Some(guest) = self.guests.get_mut(g) else {
             return false;
         };
+        let before = self.cpu.map_or(0, |cost| {
+            host_work_ns(&cost, &self.net.stats(), &self.host.stats())
+        });
         self.net.run_timers(&mut self.host, self.now);
         let sent = guest
             .driver
             .transmit(&mut self.net.guest(&mut self.host, guest.vm), frame)
             .is_ok();
+        self.charge(before);
         self.look_for_interrupts();
         sent
+    }
+
+    /// Charges the host's work (copies, clears, page-table writes,
+    /// invalidations, under `cost`) as CPU time: interrupts that an event
+    /// raises reach the guests only after the work the event made, done by
+    /// one CPU in event order.
+    pub fn charge_host_work(&mut self, cost: CostModel) {
+        self.cpu = Some(cost);
     }
 
     /// The peer sends `frame` now; `false` if its cable's queue is full.
@@ -192,6 +226,7 @@ impl HostSim {
         mut far: Option<FarEnd<'_>>,
     ) -> Result<(), PlatformError> {
         self.now = self.now.max(at);
+        let before = self.work_ns();
         let timer = self.net.next_timer();
         // Timers due now fire first; the network's clocks move to now, so
         // whatever this event arms counts from it.
@@ -224,17 +259,36 @@ impl HostSim {
         } else if let Some((_, g)) = self.irqs.pop_until(at) {
             self.handle_interrupt(g, deliver)?;
         }
+        self.charge(before);
         self.look_for_interrupts();
         self.flush_out();
         Ok(())
+    }
+
+    /// The host's work so far, ns (0 without a cost model).
+    fn work_ns(&self) -> u64 {
+        self.cpu.map_or(0, |cost| {
+            host_work_ns(&cost, &self.net.stats(), &self.host.stats())
+        })
+    }
+
+    /// The CPU did the work since `before` (ns of work) after whatever it
+    /// was busy with.
+    fn charge(&mut self, before: u64) {
+        let work = self.work_ns().saturating_sub(before);
+        if work != 0 {
+            self.busy_until = self.now.max(self.busy_until) + SimDuration::from_nanos(work);
+        }
     }
 
     /// A frame from another host's cable reaches this host's physical NIC
     /// at `at`.
     pub fn arrive(&mut self, at: SimTime, frame: &[u8]) -> Result<(), PlatformError> {
         self.now = self.now.max(at);
+        let before = self.work_ns();
         self.net.run_timers(&mut self.host, at);
         self.net.receive_from_wire(&mut self.host, frame)?;
+        self.charge(before);
         self.look_for_interrupts();
         self.flush_out();
         Ok(())
@@ -275,7 +329,10 @@ impl HostSim {
                 && injected > *seen
             {
                 *seen = injected;
-                self.irqs.schedule_at(self.now + self.irq_latency, g);
+                // The interrupt goes once the host's CPU has done the work
+                // that raised it.
+                let ready = self.now.max(self.busy_until);
+                self.irqs.schedule_at(ready + self.irq_latency, g);
             }
         }
     }

@@ -437,10 +437,13 @@ fn at_line_rate_the_device_prefetcher_keeps_its_claim_and_the_driver_one_fades()
 
 #[test]
 fn the_demultiplexers_at_line_rate_on_the_event_loop() {
+    // First with the host's work free: only the cable, interrupts and
+    // rings limit the traffic.
     let params = demux::Params {
         frames: 600,
         vms: vec![2],
         pacing: iovirt::platform::Pacing::LineRate,
+        charge_host_work: false,
         ..demux::Params::default()
     };
     let rows = demux::run(&params, &CostModel::default(), 3).unwrap();
@@ -476,10 +479,51 @@ fn the_demultiplexers_at_line_rate_on_the_event_loop() {
 }
 
 #[test]
+fn with_the_host_s_work_as_cpu_time_page_flipping_cannot_keep_up_at_line_rate() {
+    let params = demux::Params {
+        frames: 600,
+        vms: vec![2],
+        pacing: iovirt::platform::Pacing::LineRate,
+        ..demux::Params::default()
+    };
+    assert!(params.charge_host_work, "the default");
+    let rows = demux::run(&params, &CostModel::default(), 3).unwrap();
+    let at = |demux, len| {
+        rows.iter()
+            .find(|r| r.demux == demux && r.frame_len == len)
+            .unwrap()
+    };
+    for len in [64, 1514] {
+        let (copy, flip) = (at(DemuxMode::Copy, len), at(DemuxMode::Flip, len));
+        // A copy costs less than a frame's time on the wire: no loss.
+        assert_eq!(
+            (copy.frames, copy.lost, copy.corrupted),
+            (600, 0, 0),
+            "{copy:?}"
+        );
+        // A flip costs a remap, an invalidation and a page clear, more than
+        // a frame's time: the guests' interrupts fall behind. At 64 B (a
+        // frame every 71 ns) their rings fill and frames are lost, never
+        // corrupted; at 1514 B the rings absorb the backlog as latency.
+        assert!(flip.host_ns_per_frame > 1_000.0, "{flip:?}");
+        assert_eq!(flip.corrupted, 0, "{flip:?}");
+        assert_eq!(flip.frames + flip.lost, 600);
+        if len == 64 {
+            assert!(flip.lost > 0, "{flip:?}");
+        }
+        assert!(
+            flip.latency_ns_mean > 10.0 * copy.latency_ns_mean,
+            "{flip:?} vs {copy:?}"
+        );
+    }
+}
+
+#[test]
 fn crossover_keeps_its_claim_at_line_rate() {
     let params = crossover::Params {
         frames: 300,
         pacing: iovirt::platform::Pacing::LineRate,
+        charge_host_work: false,
         ..crossover::Params::default()
     };
     let rows = crossover::run(&params, &CostModel::default()).unwrap();
@@ -496,6 +540,27 @@ fn crossover_keeps_its_claim_at_line_rate() {
                 "{r:?}"
             );
             assert_eq!(r.remaps_per_frame, 1.0, "{r:?}");
+        }
+    }
+    // With the host's work as CPU time, the crossover's 1.5 us per frame
+    // cannot keep up with 64 B frames at line rate: receivers' interrupts
+    // fall behind, crossed frames time out into copies, and frames are
+    // lost, never corrupted. The bridge's copy keeps up.
+    let rows = crossover::run(
+        &crossover::Params {
+            charge_host_work: true,
+            frame_lens: vec![64],
+            ..params
+        },
+        &CostModel::default(),
+    )
+    .unwrap();
+    for r in &rows {
+        assert_eq!(r.corrupted, 0, "{r:?}");
+        assert_eq!(r.frames + r.lost, 600, "{r:?}");
+        match r.vm_to_vm {
+            VmToVm::Crossover => assert!(r.lost > 0, "{r:?}"),
+            _ => assert_eq!(r.lost, 0, "{r:?}"),
         }
     }
 }
