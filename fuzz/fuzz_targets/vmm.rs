@@ -1,6 +1,7 @@
 //! The host MMU under random sequences of guest CPU accesses at any address,
 //! swap-outs, pinning, device DMA through the IOMMU and the host's fault
-//! handler, on a host with few frames; and interrupts with any MSI data
+//! handler, page lending and adoption (seed 002), page sharing and its end
+//! (seed 003), on a host with few frames; and interrupts with any MSI data
 //! injected, acknowledged and retired.
 //!
 //! Nothing may panic, and whatever the input: the host never holds more
@@ -66,6 +67,28 @@ enum Op {
     Eoi {
         vm: bool,
     },
+    /// Page flipping: a page lent to the pool.
+    Lend {
+        vm: bool,
+        gpa: u64,
+    },
+    /// Page flipping: a pool frame adopted as a page.
+    Adopt {
+        vm: bool,
+        gpa: u64,
+        frame: u8,
+    },
+    /// The crossover: a page of one VM shared into the other.
+    Share {
+        to_second: bool,
+        src: u64,
+        dst: u64,
+    },
+    /// The share of a page ends.
+    Unshare {
+        vm: bool,
+        gpa: u64,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -106,6 +129,8 @@ fuzz_target!(|input: Input| {
         shadows.push(Shadow(Some(vec![0; (pages * PAGE) as usize])));
     }
     let total_pages: u64 = vms.iter().map(|&(_, size)| size / PAGE).sum();
+    // Frames lent to the page-flip pool: the host's, no VM's.
+    let mut pool: Vec<iovirt_core::Hpa> = Vec::new();
     let addr = |size: u64, a: u64| if input.near { a % (size + 2 * PAGE) } else { a };
     let pick = |second: bool| usize::from(second);
 
@@ -174,11 +199,70 @@ fuzz_target!(|input: Input| {
             Op::Eoi { vm } => {
                 let _ = host.lapic_mut(vms[pick(vm)].0).unwrap().eoi();
             }
+            Op::Lend { vm, gpa } => {
+                let (v, size) = vms[pick(vm)];
+                let gpa = addr(size, gpa);
+                if let Ok(lent) = host.lend_page(v, Gpa::new(gpa)) {
+                    pool.extend(lent);
+                    // The page now reads as zeros.
+                    zero_page(&mut shadows[pick(vm)], gpa);
+                }
+            }
+            Op::Adopt { vm, gpa, frame } => {
+                if pool.is_empty() {
+                    continue;
+                }
+                let (v, size) = vms[pick(vm)];
+                let gpa = addr(size, gpa);
+                let f = pool.swap_remove(usize::from(frame) % pool.len());
+                match host.adopt_frame(v, Gpa::new(gpa), f) {
+                    Ok(displaced) => {
+                        pool.extend(displaced);
+                        // Pool frames are zeroed: the page reads as zeros.
+                        zero_page(&mut shadows[pick(vm)], gpa);
+                    }
+                    Err(_) => pool.push(f),
+                }
+            }
+            Op::Share {
+                to_second,
+                src,
+                dst,
+            } => {
+                let (from, to) = if to_second { (0, 1) } else { (1, 0) };
+                let ((a, sa), (b, sb)) = (vms[from], vms[to]);
+                if host
+                    .share_page(a, Gpa::new(addr(sa, src)), b, Gpa::new(addr(sb, dst)))
+                    .is_ok()
+                {
+                    // The destination now aliases the source: stop checking it.
+                    shadows[to].0 = None;
+                }
+            }
+            Op::Unshare { vm, gpa } => {
+                let (v, size) = vms[pick(vm)];
+                let _ = host.unshare_page(v, Gpa::new(addr(size, gpa)));
+            }
         }
         assert!(host.resident_frames() <= data_frames);
-        assert!(host.resident_frames() + host.swapped_pages() <= total_pages);
+        // Each page is in at most one frame or swap slot; pool frames are
+        // the host's.
+        let vm_frames = host.resident_frames() - pool.len() as u64;
+        assert!(vm_frames + host.swapped_pages() <= total_pages);
     }
 });
+
+/// The page holding `at` reads as zeros.
+fn zero_page(shadow: &mut Shadow, at: u64) {
+    let start = (at / PAGE * PAGE) as usize;
+    if let Some(page) = shadow
+        .0
+        .as_mut()
+        .and_then(|b| b.get_mut(start..start + PAGE as usize))
+    {
+        page.fill(0);
+    }
+}
 
 fn update(shadow: &mut Shadow, at: u64, data: &[u8], ok: bool) {
     // An empty access moves nothing, wherever it points.
