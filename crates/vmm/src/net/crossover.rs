@@ -179,12 +179,16 @@ impl Network {
             // Not crossable into this VM (a buffer not a whole page, a
             // pinned page, a slow receiver): its receive engine gets a copy.
             self.stats.crossover_fallbacks.inc();
-            self.copy_frame_into(host, from_vm, page, len, j)?;
+            self.with_frame_at(host, from_vm, page, len, |net, host, f| {
+                net.copy_into(host, j, f)
+            })?;
         }
         let wired = self.vnics.get(i).is_some_and(|v| v.wired.is_some());
         if dst[0] & 1 != 0 && !wired {
             // Group frames also leave the host.
-            self.copy_frame_out(host, from_vm, page, len)?;
+            self.with_frame_at(host, from_vm, page, len, |net, host, f| {
+                net.uplink_transmit(host, f);
+            })?;
         }
         if held == 0 {
             self.complete_tx(host, i, &tx)?;
@@ -345,39 +349,22 @@ impl Network {
         self.drive_tx(host, i)
     }
 
-    /// Copies the frame at `page` of `vm` into vNIC `j`'s receive engine.
-    fn copy_frame_into(
+    /// Reads the `len`-byte frame at `page` of `vm` into the scratch buffer
+    /// and hands it to `then` (a copy into a vNIC, or out of the uplink).
+    fn with_frame_at(
         &mut self,
         host: &mut Host,
         vm: crate::VmId,
         page: Gpa,
         len: usize,
-        j: usize,
+        then: impl FnOnce(&mut Network, &mut Host, &[u8]),
     ) -> Result<(), VmmError> {
         let mut frame = core::mem::take(&mut self.scratch);
         frame.clear();
         if let Some(bytes) = frame.append(len) {
             host.peek(vm, page, bytes)?;
         }
-        self.copy_into(host, j, frame.as_slice());
-        self.scratch = frame;
-        Ok(())
-    }
-
-    /// Sends the frame at `page` of `vm` out of the physical NIC.
-    fn copy_frame_out(
-        &mut self,
-        host: &mut Host,
-        vm: crate::VmId,
-        page: Gpa,
-        len: usize,
-    ) -> Result<(), VmmError> {
-        let mut frame = core::mem::take(&mut self.scratch);
-        frame.clear();
-        if let Some(bytes) = frame.append(len) {
-            host.peek(vm, page, bytes)?;
-        }
-        self.uplink_transmit(host, frame.as_slice());
+        then(self, host, frame.as_slice());
         self.scratch = frame;
         Ok(())
     }
