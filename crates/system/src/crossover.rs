@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{check_frame_lens, check_frames, check_interrupts};
 use crate::host_sim::{HostSim, VmShape, build_host, host_work_ns};
 use crate::link::{Link, LinkConfig};
-use crate::platform::{Pacing, PlatformError, Tally, frame};
+use crate::platform::{Delivery, Pacing, PlatformError, Tally, frame};
 
 /// The scenario's parameters (the `[crossover]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,18 +63,9 @@ pub struct Row {
     pub vm_to_vm: VmToVm,
     /// Frame length.
     pub frame_len: usize,
-    /// Frames the VMs received, both directions.
-    pub frames: u64,
-    /// Frames received with other bytes than were sent (must be 0).
-    pub corrupted: u64,
-    /// Frames sent and never received, or refused by a full transmit ring
-    /// (line rate only).
-    pub lost: u64,
-    /// Line rate: mean time from a frame's send to the receiving guest's
-    /// handler taking it, ns (0 in lock-step).
-    pub latency_ns_mean: f64,
-    /// Line rate: the longest such time, ns.
-    pub latency_ns_max: u64,
+    /// Frames received, corrupted and lost, and their latency.
+    #[serde(flatten)]
+    pub delivery: Delivery,
     /// Headline: frames the physical NIC carried (sent plus received) per
     /// VM-to-VM frame.
     pub nic_frames_per_frame: f64,
@@ -205,7 +196,8 @@ fn run_one(
             (sim.host, sim.net)
         }
     };
-    let (frames, corrupted, lost) = (tally.frames, tally.corrupted, tally.lost);
+    let delivery = tally.delivery();
+    let frames = delivery.frames;
     let (s, h, up) = (net.stats(), host.stats(), *net.uplink().stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
     let nic_frames = up.tx_frames.get() + up.rx_frames.get();
@@ -215,11 +207,7 @@ fn run_one(
     Ok(Row {
         vm_to_vm: mode,
         frame_len: len,
-        frames,
-        corrupted,
-        lost,
-        latency_ns_mean: tally.latency_mean_ns(),
-        latency_ns_max: tally.latency_max_ns,
+        delivery,
         nic_frames_per_frame: per(nic_frames),
         copies_per_frame: per(s.bytes_copied.get()) / len as f64,
         remaps_per_frame: per(h.pages_shared.get()),

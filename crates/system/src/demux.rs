@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{check_frame_lens, check_frames, check_interrupts};
 use crate::host_sim::{HostSim, VmShape, build_host, host_work_ns};
 use crate::link::{Link, LinkConfig};
-use crate::platform::{Pacing, PlatformError, Tally, frame};
+use crate::platform::{Delivery, Pacing, PlatformError, Tally, frame};
 
 /// The scenario's parameters (the `[demux]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,18 +72,9 @@ pub struct Row {
     pub vms: u16,
     /// Frame length.
     pub frame_len: usize,
-    /// Frames the guests received (a broadcast counts once per VM).
-    pub frames: u64,
-    /// Frames that arrived with other bytes than were sent (must be 0).
-    pub corrupted: u64,
-    /// Frames sent and never received (dropped for want of buffers: only
-    /// at line rate).
-    pub lost: u64,
-    /// Line rate: mean time from the peer's send to the guest's handler
-    /// taking the frame, ns (0 in lock-step).
-    pub latency_ns_mean: f64,
-    /// Line rate: the longest such time, ns.
-    pub latency_ns_max: u64,
+    /// Frames received, corrupted and lost, and their latency.
+    #[serde(flatten)]
+    pub delivery: Delivery,
     /// Headline: bytes the host copied per frame received.
     pub bytes_copied_per_frame: f64,
     /// Pages remapped into a VM per frame.
@@ -246,7 +237,8 @@ fn run_one(
             (sim.host, sim.net)
         }
     };
-    let (frames, corrupted, lost) = (tally.frames, tally.corrupted, tally.lost);
+    let delivery = tally.delivery();
+    let frames = delivery.frames;
     let (s, h) = (net.stats(), host.stats());
     let per = |x: u64| x as f64 / frames.max(1) as f64;
     let host_ns = host_work_ns(cost, &s, &h);
@@ -255,11 +247,7 @@ fn run_one(
         demux,
         vms,
         frame_len: len,
-        frames,
-        corrupted,
-        lost,
-        latency_ns_mean: tally.latency_mean_ns(),
-        latency_ns_max: tally.latency_max_ns,
+        delivery,
         bytes_copied_per_frame: per(s.bytes_copied.get()),
         remaps_per_frame: per(h.frames_adopted.get()),
         invalidations_per_frame: per(h.invalidations.get()),

@@ -146,6 +146,23 @@ pub enum Pacing {
     LineRate,
 }
 
+/// What became of the frames a run sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Delivery {
+    /// Frames the guests received (a broadcast counts once per receiver).
+    pub frames: u64,
+    /// Frames received with other bytes than were sent (must be 0).
+    pub corrupted: u64,
+    /// Frames sent and never received: dropped for want of buffers, or
+    /// refused by a full transmit ring (line rate only).
+    pub lost: u64,
+    /// Line rate: mean time from a frame's send to the receiving guest's
+    /// handler taking it, ns (0 in lock-step).
+    pub latency_ns_mean: f64,
+    /// Line rate: the longest such time, ns.
+    pub latency_ns_max: u64,
+}
+
 /// Frames received, checked against what was sent.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
@@ -157,7 +174,7 @@ pub(crate) struct Tally {
     /// Frames whose latency was measured, and its sum and maximum, ns.
     timed: u64,
     latency_sum_ns: u64,
-    pub(crate) latency_max_ns: u64,
+    latency_max_ns: u64,
 }
 
 impl Tally {
@@ -191,12 +208,18 @@ impl Tally {
         self.sent_at.insert(f.to_vec(), at);
     }
 
-    /// The mean latency of the frames measured, ns (0 if none was).
-    pub(crate) fn latency_mean_ns(&self) -> f64 {
-        if self.timed == 0 {
-            0.0
-        } else {
-            self.latency_sum_ns as f64 / self.timed as f64
+    /// The run's figures so far.
+    pub(crate) fn delivery(&self) -> Delivery {
+        Delivery {
+            frames: self.frames,
+            corrupted: self.corrupted,
+            lost: self.lost,
+            latency_ns_mean: if self.timed == 0 {
+                0.0
+            } else {
+                self.latency_sum_ns as f64 / self.timed as f64
+            },
+            latency_ns_max: self.latency_max_ns,
         }
     }
 

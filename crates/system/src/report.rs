@@ -123,15 +123,15 @@ impl CrossoverReport {
                 "{:>5}  {:<9}  {:>8}  {:>6}  {:>12.3}  {:>10.3}  {:>9.3}  {:>9.3}  {:>12.1}  {:>9}  {:>9.0}",
                 r.frame_len,
                 format!("{:?}", r.vm_to_vm).to_lowercase(),
-                r.frames,
-                r.lost,
+                r.delivery.frames,
+                r.delivery.lost,
                 r.nic_frames_per_frame,
                 r.copies_per_frame,
                 r.remaps_per_frame,
                 r.invalidations_per_frame,
                 r.path_ns_per_frame,
-                r.corrupted,
-                r.latency_ns_mean
+                r.delivery.corrupted,
+                r.delivery.latency_ns_mean
             );
         }
         out
@@ -173,16 +173,16 @@ impl DemuxReport {
                 r.vms,
                 r.frame_len,
                 format!("{:?}", r.demux).to_lowercase(),
-                r.frames,
-                r.lost,
+                r.delivery.frames,
+                r.delivery.lost,
                 r.bytes_copied_per_frame,
                 r.remaps_per_frame,
                 r.invalidations_per_frame,
                 r.pages_zeroed_per_frame,
                 r.host_ns_per_frame,
                 r.frames_per_virtual_sec / 1e6,
-                r.corrupted,
-                r.latency_ns_mean
+                r.delivery.corrupted,
+                r.delivery.latency_ns_mean
             );
         }
         out

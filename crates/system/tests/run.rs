@@ -89,7 +89,7 @@ fn the_page_flip_demultiplexer_copies_nothing_on_the_same_traffic() {
     assert_eq!(rows.len(), 8);
     for r in &rows {
         assert_eq!(
-            (r.frames, r.corrupted),
+            (r.delivery.frames, r.delivery.corrupted),
             (300, 0),
             "every frame, byte-exact: {r:?}"
         );
@@ -118,7 +118,10 @@ fn the_page_flip_demultiplexer_copies_nothing_on_the_same_traffic() {
     };
     let rows = demux::run(&params, &CostModel::default(), 5).unwrap();
     let flip = rows.iter().find(|r| r.demux == DemuxMode::Flip).unwrap();
-    assert_eq!((flip.frames, flip.corrupted), (90 + 10 * 3, 0));
+    assert_eq!(
+        (flip.delivery.frames, flip.delivery.corrupted),
+        (90 + 10 * 3, 0)
+    );
     assert_eq!(flip.bytes_copied_per_frame, (10 * 3 * 200) as f64 / 120.0);
 }
 
@@ -262,7 +265,7 @@ fn crossover_keeps_vm_to_vm_traffic_off_the_physical_nic_with_no_copy() {
     assert_eq!(rows.len(), 2 * crossover::MODES.len());
     for r in &rows {
         assert_eq!(
-            (r.frames, r.corrupted),
+            (r.delivery.frames, r.delivery.corrupted),
             (400, 0),
             "both ways, byte-exact: {r:?}"
         );
@@ -448,11 +451,15 @@ fn the_demultiplexers_at_line_rate_on_the_event_loop() {
     };
     let rows = demux::run(&params, &CostModel::default(), 3).unwrap();
     for r in &rows {
-        assert_eq!((r.frames, r.lost, r.corrupted), (600, 0, 0), "{r:?}");
+        assert_eq!(
+            (r.delivery.frames, r.delivery.lost, r.delivery.corrupted),
+            (600, 0, 0),
+            "{r:?}"
+        );
         // From the peer's send to the guest's handler: at least the cable,
         // at most the cable, an interrupt latency and some queueing.
-        assert!(r.latency_ns_mean >= 500.0, "{r:?}");
-        assert!(r.latency_ns_max <= 10_000, "{r:?}");
+        assert!(r.delivery.latency_ns_mean >= 500.0, "{r:?}");
+        assert!(r.delivery.latency_ns_max <= 10_000, "{r:?}");
     }
     // Throttled interrupts (51.2 us) let 64 B frames overrun the guests'
     // 63-buffer rings: both forms lose the same frames (the guest ring is
@@ -471,10 +478,13 @@ fn the_demultiplexers_at_line_rate_on_the_event_loop() {
             .clone()
     };
     let (copy, flip) = (at(DemuxMode::Copy, 64), at(DemuxMode::Flip, 64));
-    assert!(copy.lost > 0, "{copy:?}");
-    assert_eq!((copy.frames, copy.lost), (flip.frames, flip.lost));
-    assert_eq!(copy.frames + copy.lost, 600);
-    assert_eq!((copy.corrupted, flip.corrupted), (0, 0));
+    assert!(copy.delivery.lost > 0, "{copy:?}");
+    assert_eq!(
+        (copy.delivery.frames, copy.delivery.lost),
+        (flip.delivery.frames, flip.delivery.lost)
+    );
+    assert_eq!(copy.delivery.frames + copy.delivery.lost, 600);
+    assert_eq!((copy.delivery.corrupted, flip.delivery.corrupted), (0, 0));
     assert_eq!(flip.bytes_copied_per_frame, 0.0);
 }
 
@@ -497,7 +507,11 @@ fn with_the_host_s_work_as_cpu_time_page_flipping_cannot_keep_up_at_line_rate() 
         let (copy, flip) = (at(DemuxMode::Copy, len), at(DemuxMode::Flip, len));
         // A copy costs less than a frame's time on the wire: no loss.
         assert_eq!(
-            (copy.frames, copy.lost, copy.corrupted),
+            (
+                copy.delivery.frames,
+                copy.delivery.lost,
+                copy.delivery.corrupted
+            ),
             (600, 0, 0),
             "{copy:?}"
         );
@@ -506,13 +520,13 @@ fn with_the_host_s_work_as_cpu_time_page_flipping_cannot_keep_up_at_line_rate() 
         // frame every 71 ns) their rings fill and frames are lost, never
         // corrupted; at 1514 B the rings absorb the backlog as latency.
         assert!(flip.host_ns_per_frame > 1_000.0, "{flip:?}");
-        assert_eq!(flip.corrupted, 0, "{flip:?}");
-        assert_eq!(flip.frames + flip.lost, 600);
+        assert_eq!(flip.delivery.corrupted, 0, "{flip:?}");
+        assert_eq!(flip.delivery.frames + flip.delivery.lost, 600);
         if len == 64 {
-            assert!(flip.lost > 0, "{flip:?}");
+            assert!(flip.delivery.lost > 0, "{flip:?}");
         }
         assert!(
-            flip.latency_ns_mean > 10.0 * copy.latency_ns_mean,
+            flip.delivery.latency_ns_mean > 10.0 * copy.delivery.latency_ns_mean,
             "{flip:?} vs {copy:?}"
         );
     }
@@ -528,9 +542,13 @@ fn crossover_keeps_its_claim_at_line_rate() {
     };
     let rows = crossover::run(&params, &CostModel::default()).unwrap();
     for r in &rows {
-        assert_eq!((r.frames, r.lost, r.corrupted), (600, 0, 0), "{r:?}");
+        assert_eq!(
+            (r.delivery.frames, r.delivery.lost, r.delivery.corrupted),
+            (600, 0, 0),
+            "{r:?}"
+        );
         assert!(
-            r.latency_ns_mean > 0.0 && r.latency_ns_max <= 10_000,
+            r.delivery.latency_ns_mean > 0.0 && r.delivery.latency_ns_max <= 10_000,
             "{r:?}"
         );
         if r.vm_to_vm == VmToVm::Crossover {
@@ -556,11 +574,11 @@ fn crossover_keeps_its_claim_at_line_rate() {
     )
     .unwrap();
     for r in &rows {
-        assert_eq!(r.corrupted, 0, "{r:?}");
-        assert_eq!(r.frames + r.lost, 600, "{r:?}");
+        assert_eq!(r.delivery.corrupted, 0, "{r:?}");
+        assert_eq!(r.delivery.frames + r.delivery.lost, 600, "{r:?}");
         match r.vm_to_vm {
-            VmToVm::Crossover => assert!(r.lost > 0, "{r:?}"),
-            _ => assert_eq!(r.lost, 0, "{r:?}"),
+            VmToVm::Crossover => assert!(r.delivery.lost > 0, "{r:?}"),
+            _ => assert_eq!(r.delivery.lost, 0, "{r:?}"),
         }
     }
 }
