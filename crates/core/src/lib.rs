@@ -39,7 +39,7 @@
 //!
 //! With the `mocks` feature, mockall mocks of the traits (`MockPhysMemory`,
 //! `MockDmaPort`, `MockInterruptSink`, `MockRegisterAccess`, `MockTimers`,
-//! `MockNetworkPort`, `MockFrameAllocator`) are exported for other crates'
+//! `MockNetworkPort`, `MockFrameAllocator`, `MockGvmiDma`) are exported for other crates'
 //! tests.
 //!
 //! ## Example
@@ -68,6 +68,7 @@ mod event;
 mod flat_memory;
 mod frame_alloc;
 mod frame_buf;
+mod gvmi;
 mod host_memory;
 mod irq;
 mod mem;
@@ -85,6 +86,7 @@ pub use event::EventQueue;
 pub use flat_memory::{FlatMemory, MAX_FLAT_MEMORY};
 pub use frame_alloc::{BitmapFrameAllocator, FrameAllocator, FrameError};
 pub use frame_buf::{FrameBuf, FrameQueue};
+pub use gvmi::{Gvmi, GvmiDma};
 pub use host_memory::{BadMemorySize, HostMemory, MAX_HOST_MEMORY};
 pub use irq::{InterruptSink, Irq};
 pub use mem::{MemError, PhysMemory, check_range};
@@ -97,6 +99,6 @@ pub use timer::{TimerQueue, TimerToken, Timers};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use {
-    dma::MockDmaPort, frame_alloc::MockFrameAllocator, irq::MockInterruptSink, mem::MockPhysMemory,
-    mmio::MockRegisterAccess, net::MockNetworkPort, timer::MockTimers,
+    dma::MockDmaPort, frame_alloc::MockFrameAllocator, gvmi::MockGvmiDma, irq::MockInterruptSink,
+    mem::MockPhysMemory, mmio::MockRegisterAccess, net::MockNetworkPort, timer::MockTimers,
 };

@@ -96,23 +96,6 @@ impl fmt::Display for DomainId {
     }
 }
 
-/// A guest virtual machine identifier (seed 001): keys the PA2MA tables of
-/// an IOMMU inside a device. GVMI 0 is the host domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Gvmi(pub u16);
-
-impl Gvmi {
-    /// The host domain, whose "physical" addresses are machine addresses.
-    pub const HOST: Gvmi = Gvmi(0);
-}
-
-impl fmt::Display for Gvmi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gvmi {}", self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

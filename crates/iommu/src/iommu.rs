@@ -8,10 +8,11 @@ use iovirt_paging::{Levels, PageTable, PagingConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::FaultLog;
-use crate::ids::{DomainId, Gvmi, Pasid, RequesterId};
+use crate::ids::{DomainId, Pasid, RequesterId};
 use crate::iotlb::{BadIotlbConfig, GVMI_SPACE, Iotlb, IotlbConfig, NO_PASID};
 use crate::stats::IommuStats;
 use crate::walk_cache::WalkCache;
+use iovirt_core::Gvmi;
 
 /// How a requester's DMA is translated (a context entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

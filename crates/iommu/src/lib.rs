@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod fault;
+mod gvmi_port;
 mod ids;
 mod iommu;
 mod iotlb;
@@ -65,12 +66,14 @@ pub mod vm_memory_adapter;
 mod walk_cache;
 
 pub use fault::{FaultLog, FaultRecord, Stage};
-pub use ids::{DomainId, Gvmi, Pasid, RequesterId};
+pub use gvmi_port::GvmiPort;
+pub use ids::{DomainId, Pasid, RequesterId};
 pub use iommu::{
     ContextEntry, DmaRequest, GvmEntry, Invalidation, Iommu, IommuConfig, PasidEntry,
     UplinkAttribute,
 };
 pub use iotlb::{BadIotlbConfig, Iotlb, IotlbConfig, IotlbStats, Replacement};
+pub use iovirt_core::Gvmi;
 pub use port::IommuPort;
 pub use queue::{QueueError, QueuedInvalidation};
 pub use stats::{FaultCounts, InvalidationCounts, IommuStats};

@@ -9,11 +9,11 @@ use iovirt_core::{
 use iovirt_paging::{InputCheck, Level, PageTable, PagingConfig, Translation, WalkFault};
 
 use crate::fault::{FaultRecord, Stage};
-use crate::ids::Gvmi;
 use crate::iommu::{ContextEntry, DmaRequest, Iommu, UplinkAttribute};
 use crate::iotlb::{GVMI_SPACE, Hit, Iotlb, NO_PASID, Tag};
 use crate::stats::IommuStats;
 use crate::walk_cache::WalkCache;
+use iovirt_core::Gvmi;
 
 /// A successful translation of one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

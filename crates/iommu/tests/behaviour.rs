@@ -9,8 +9,8 @@ mod common;
 
 use common::Host;
 use iovirt_core::{
-    AccessKind, BitmapFrameAllocator, DmaPort, FaultReason, Gpa, Gva, HostMemory, Hpa, Iova, Irq,
-    MockInterruptSink, PageSize, PhysMemory,
+    AccessKind, BitmapFrameAllocator, DmaPort, FaultReason, Gpa, Gva, GvmiDma, HostMemory, Hpa,
+    Iova, Irq, MockInterruptSink, PageSize, PhysMemory,
 };
 use iovirt_iommu::{
     ContextEntry, DmaRequest, DomainId, GvmEntry, Gvmi, Invalidation, IommuConfig, IotlbConfig,
@@ -709,6 +709,69 @@ fn gvmi_tables_translate_device_internal_addresses() {
             .iotlb_hits,
         1
     );
+}
+
+#[test]
+fn gvmi_port_moves_bytes_only_when_every_page_translates() {
+    let mut p = platform(IommuConfig::default());
+    let mut pa2ma = PageTable::<Gpa, Hpa>::new(
+        &mut p.mem,
+        &mut p.frames,
+        PagingConfig::second_stage(Levels::Four),
+    )
+    .unwrap();
+    // VM pages 0x10_0000 and 0x10_1000 map to scattered machine frames; 0x10_2000 is absent.
+    for (pa, ma) in [(0x10_0000, 48 * MIB), (0x10_1000, 40 * MIB)] {
+        let m = Mapping::new(Gpa::new(pa), Hpa::new(ma), 4096, PteFlags::RW);
+        pa2ma.map(&mut p.mem, &mut p.frames, m).unwrap();
+    }
+    let vm = Gvmi(7);
+    p.iommu.set_gvm(
+        vm,
+        GvmEntry {
+            pa2ma_root: pa2ma.root(),
+            levels: Levels::Four,
+        },
+    );
+    let data: Vec<u8> = (0..200u8).collect();
+    let mut port = p.iommu.gvmi_port(&mut p.mem);
+    let cost = port.dma_write(vm, Gpa::new(0x10_0fa0), &data).unwrap();
+    assert_eq!(cost.bytes, 200);
+    let mut back = vec![0u8; 200];
+    port.dma_read(vm, Gpa::new(0x10_0fa0), &mut back).unwrap();
+    assert_eq!(back, data);
+    // The bytes sit at the two machine frames, split at the page boundary.
+    let mut head = [0u8; 0x60];
+    p.mem.read(Hpa::new(48 * MIB + 0xfa0), &mut head).unwrap();
+    assert_eq!(&head[..], &data[..0x60]);
+    let mut tail = [0u8; 4];
+    p.mem.read(Hpa::new(40 * MIB), &mut tail).unwrap();
+    assert_eq!(&tail[..], &data[0x60..0x64]);
+    // A write running into the absent page faults there and moves nothing.
+    let mut port = p.iommu.gvmi_port(&mut p.mem);
+    let f = port
+        .dma_write(vm, Gpa::new(0x10_1ff0), &[0xee; 32])
+        .unwrap_err();
+    assert_eq!(
+        (f.addr, f.reason),
+        (Iova::new(0x10_2000), FaultReason::NotPresent)
+    );
+    let mut last = [0u8; 16];
+    p.mem.read(Hpa::new(40 * MIB + 0xff0), &mut last).unwrap();
+    assert_eq!(last, [0; 16], "no byte of the faulting write landed");
+    // The probe reports the same fault without data, and none goes to the VT-d log.
+    let mut port = p.iommu.gvmi_port(&mut p.mem);
+    assert_eq!(
+        port.probe(vm, Gpa::new(0x10_2000), AccessKind::Read)
+            .unwrap_err()
+            .reason,
+        FaultReason::NotPresent
+    );
+    assert!(
+        port.probe(vm, Gpa::new(0x10_1000), AccessKind::Write)
+            .is_ok()
+    );
+    assert!(p.iommu.faults().is_empty());
 }
 
 #[test]
