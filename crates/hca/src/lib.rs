@@ -5,3 +5,9 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod cqe;
+pub mod ids;
+pub mod mr;
+pub mod qp;
+pub mod wqe;
