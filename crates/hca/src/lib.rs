@@ -10,4 +10,5 @@ pub mod cqe;
 pub mod ids;
 pub mod mr;
 pub mod qp;
+pub mod wire;
 pub mod wqe;
