@@ -6,9 +6,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cq;
 pub mod cqe;
+pub mod device;
+pub mod event;
 pub mod ids;
 pub mod mr;
 pub mod qp;
+pub mod transport;
 pub mod wire;
 pub mod wqe;
+
+pub use device::{CmdError, FunctionConfig, Hca, HcaConfig, HcaStats, MkeySpec};
+pub use event::{Event, FaultStage, PageFault};
+pub use ids::{Cqn, FunctionId, Mkey, Pdn, Qpn};
+pub use transport::{FaultOracle, HcaEnv, QpStats, doorbell};

@@ -1,0 +1,900 @@
+//! The responder: checks each request's PSN and opcode sequence, places
+//! SEND and RDMA WRITE payloads through both translation stages, answers
+//! with ACKs and NAKs, serves RDMA READs, and, on a page fault, follows
+//! seed 001's FIG. 4: RNR NAK, drop, suspend only this QP, unsolicited ACK
+//! once the page is back (or seed 004's hold for a short fault).
+
+use std::collections::VecDeque;
+
+use iovirt_core::{AccessKind, Gpa, SimTime};
+use zerocopy::FromBytes;
+
+use super::{Dir, HcaEnv, Miss, push_bounded};
+use crate::cqe::{Cqe, CqeOpcode, CqeStatus};
+use crate::device::Hca;
+use crate::ids::{Mkey, Qpn};
+use crate::mr::Access;
+use crate::qp::{AddressVector, QpState, QpType};
+use crate::wire::{
+    Aeth, AethSyndrome, BthRepr, NakCode, Opcode, Operation, Position, Psn, RnrTimer, RoceHeaders,
+    RocePacket,
+};
+use crate::wqe::{RecvWqe, RecvWqeLayout, WQE_STRIDE};
+
+/// RDMA READs a responder queues (IB's max_dest_rd_atomic).
+const MAX_READS: usize = 16;
+
+/// A SEND being placed into a receive WQE.
+#[derive(Debug, Clone, Copy)]
+struct RecvInProgress {
+    wqe: RecvWqe,
+    index: u16,
+    offset: u32,
+}
+
+/// An RDMA WRITE being placed.
+#[derive(Debug, Clone, Copy)]
+struct WriteInProgress {
+    rkey: Mkey,
+    va: u64,
+    total: u32,
+    offset: u32,
+}
+
+/// An RDMA READ being answered.
+#[derive(Debug, Clone, Copy)]
+struct ReadResponse {
+    psn: Psn,
+    rkey: Mkey,
+    va: u64,
+    len: u32,
+    sent: u32,
+}
+
+/// The responder's wait on a page fault.
+#[derive(Debug, Clone, Copy)]
+struct Suspended {
+    token: u32,
+    mkey: Mkey,
+    since: SimTime,
+    /// The RNR timer code sent (or `None` when the packet was held).
+    rnr: Option<RnrTimer>,
+}
+
+/// The responder half of a QP.
+#[derive(Debug, Clone)]
+pub(crate) struct Responder {
+    epsn: Psn,
+    msn: u32,
+    recv: Option<RecvInProgress>,
+    write: Option<WriteInProgress>,
+    /// A sequence NAK went out for the current expected PSN.
+    nak_sent: bool,
+    fault: Option<Suspended>,
+    /// A READ response stalled on a local fault.
+    read_stall: Option<Suspended>,
+    reads: VecDeque<ReadResponse>,
+    /// ACK (or NAK) to send: syndrome and PSN.
+    pending: VecDeque<(AethSyndrome, Psn)>,
+    /// Packets held during a short fault (seed 004).
+    held: VecDeque<Vec<u8>>,
+}
+
+impl Responder {
+    pub(crate) fn new() -> Responder {
+        Responder {
+            epsn: Psn::new(0),
+            msn: 0,
+            recv: None,
+            write: None,
+            nak_sent: false,
+            fault: None,
+            read_stall: None,
+            reads: VecDeque::with_capacity(MAX_READS),
+            pending: VecDeque::with_capacity(4),
+            held: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn set_epsn(&mut self, psn: u32) {
+        self.epsn = Psn::new(psn);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.recv = None;
+        self.write = None;
+        self.fault = None;
+        self.read_stall = None;
+        self.reads.clear();
+        self.pending.clear();
+        self.held.clear();
+    }
+
+    pub(crate) fn fault_token(&self) -> Option<u32> {
+        self.fault.or(self.read_stall).map(|s| s.token)
+    }
+
+    pub(crate) fn fault_mkey(&self, token: u32) -> Option<Mkey> {
+        [self.fault, self.read_stall]
+            .into_iter()
+            .flatten()
+            .find(|s| s.token == token)
+            .map(|s| s.mkey)
+    }
+
+    fn queue(&mut self, syndrome: AethSyndrome, psn: Psn) {
+        // A newer ACK replaces an older queued one: ACKs are cumulative.
+        if matches!(syndrome, AethSyndrome::Ack { .. })
+            && let Some(last) = self.pending.back_mut()
+            && matches!(last.0, AethSyndrome::Ack { .. })
+        {
+            *last = (syndrome, psn);
+            return;
+        }
+        push_bounded(&mut self.pending, 4, (syndrome, psn));
+    }
+}
+
+const ACK: AethSyndrome = AethSyndrome::Ack {
+    credits: AethSyndrome::UNLIMITED_CREDITS,
+};
+
+/// What placing a packet came to.
+enum Placed {
+    Done,
+    /// NAK with this code and move the QP to error.
+    Nak(NakCode),
+    /// Receiver not ready (no receive WQE).
+    NoRecvWqe,
+    /// A page is missing.
+    Fault(Miss),
+}
+
+impl Hca {
+    /// Headers for a packet of `qpn`'s function to `av`.
+    pub(crate) fn headers_for(
+        &self,
+        f: crate::ids::FunctionId,
+        av: AddressVector,
+        qpn: Qpn,
+        bth: BthRepr,
+    ) -> RoceHeaders {
+        let mut h = RoceHeaders::new(bth);
+        if let Some(func) = self.functions.get(&f) {
+            h.src_mac = func.config.mac;
+            h.src_ip = func.config.ip.into();
+        }
+        h.dst_mac = av.dmac;
+        h.dst_ip = av.dip.into();
+        // RoCEv2 spreads flows over ECMP paths by UDP source port.
+        h.udp_src_port = 0xc000 | (qpn.raw() as u16 & 0x3fff);
+        h
+    }
+
+    /// Sends a queued ACK/NAK or the next READ response packet of `qpn`.
+    pub(crate) fn responder_step(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> bool {
+        let Some(qp) = self.qps.get_mut(&qpn) else {
+            return false;
+        };
+        if !matches!(qp.ctx.state, QpState::Rtr | QpState::Rts | QpState::Sqe) {
+            return false;
+        }
+        if let Some((syndrome, psn)) = qp.resp.pending.pop_front() {
+            let msn = qp.resp.msn;
+            self.send_ack(qpn, syndrome, psn, msn, env);
+            return true;
+        }
+        if qp.resp.read_stall.is_some() || qp.ctx.state == QpState::Rtr {
+            return false;
+        }
+        let Some(rd) = qp.resp.reads.front().copied() else {
+            return false;
+        };
+        self.send_read_response(qpn, rd, env)
+    }
+
+    fn send_ack(
+        &mut self,
+        qpn: Qpn,
+        syndrome: AethSyndrome,
+        psn: Psn,
+        msn: u32,
+        env: &mut HcaEnv<'_>,
+    ) {
+        let Some(qp) = self.qps.get(&qpn) else {
+            return;
+        };
+        let bth = BthRepr::new(Opcode::RC_ACKNOWLEDGE, qp.ctx.dest_qpn.raw(), psn);
+        let mut h = self.headers_for(qp.ctx.function, qp.ctx.av, qpn, bth);
+        h.aeth = Some(Aeth {
+            syndrome,
+            msn: msn & 0xff_ffff,
+        });
+        self.emit(qpn, &h, &[], env);
+        match syndrome {
+            AethSyndrome::RnrNak { .. } => {
+                self.stats.rnr_naks_sent.inc();
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    q.stats.rnr_naks_sent.inc();
+                }
+            }
+            AethSyndrome::Nak(NakCode::PsnSequenceError) => {
+                self.stats.seq_naks_sent.inc();
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    q.stats.seq_naks_sent.inc();
+                }
+            }
+            AethSyndrome::Nak(_) => self.stats.naks_sent.inc(),
+            _ => {}
+        }
+    }
+
+    /// Puts a packet with `payload` on the wire.
+    fn emit(&mut self, qpn: Qpn, h: &RoceHeaders, payload: &[u8], env: &mut HcaEnv<'_>) {
+        let mut frame = std::mem::take(&mut self.frame);
+        match h.emit(payload, &mut frame) {
+            Ok(()) => {
+                env.wire.send(&frame);
+                self.stats.tx_packets.inc();
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    q.stats.tx_packets.inc();
+                }
+            }
+            Err(e) => log::warn!("hca: {qpn} could not emit {:?}: {e}", h.bth.opcode),
+        }
+        self.frame = frame;
+    }
+
+    fn send_read_response(&mut self, qpn: Qpn, rd: ReadResponse, env: &mut HcaEnv<'_>) -> bool {
+        let Some(qp) = self.qps.get(&qpn) else {
+            return false;
+        };
+        let mtu = qp.ctx.path_mtu.bytes();
+        let n = (rd.len - rd.sent).min(mtu);
+        let first = rd.sent == 0;
+        let last = rd.sent + n >= rd.len;
+        let opcode = match (first, last) {
+            (true, true) => Opcode::RC_RDMA_READ_RESPONSE_ONLY,
+            (true, false) => Opcode::RC_RDMA_READ_RESPONSE_FIRST,
+            (false, true) => Opcode::RC_RDMA_READ_RESPONSE_LAST,
+            (false, false) => Opcode::RC_RDMA_READ_RESPONSE_MIDDLE,
+        };
+        let psn = rd.psn.add(rd.sent / mtu);
+        let bth = BthRepr::new(opcode, qp.ctx.dest_qpn.raw(), psn);
+        let mut h = self.headers_for(qp.ctx.function, qp.ctx.av, qpn, bth);
+        if opcode.has_aeth() {
+            h.aeth = Some(Aeth {
+                syndrome: ACK,
+                msn: qp.resp.msn & 0xff_ffff,
+            });
+        }
+        let mut payload = std::mem::take(&mut self.scratch);
+        payload.clear();
+        payload.resize(n as usize, 0);
+        let copied = match self.region_access(qpn) {
+            Some(a) => a.copy(
+                env.mem,
+                rd.rkey,
+                rd.va.wrapping_add(u64::from(rd.sent)),
+                Access::REMOTE_READ,
+                Dir::Read(&mut payload),
+            ),
+            None => Ok(iovirt_core::Cost::ZERO),
+        };
+        match copied {
+            Ok(_) => {
+                self.emit(qpn, &h, &payload, env);
+                self.scratch = payload;
+                self.stats.tx_payload_bytes.add(u64::from(n));
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    q.stats.tx_payload_bytes.add(u64::from(n));
+                    if let Some(front) = q.resp.reads.front_mut() {
+                        front.sent += n;
+                        if front.sent >= front.len {
+                            q.resp.reads.pop_front();
+                        }
+                    }
+                }
+                true
+            }
+            Err(m @ Miss::Fault { mkey, .. }) => {
+                self.scratch = payload;
+                // Paragraph 0062: the data waits in local memory; the
+                // requester just sees the response later. No NAK.
+                if let Some((token, _)) = self.raise_fault(qpn, m, AccessKind::Read, env)
+                    && let Some(q) = self.qps.get_mut(&qpn)
+                {
+                    q.resp.read_stall = Some(Suspended {
+                        token,
+                        mkey,
+                        since: env.now,
+                        rnr: None,
+                    });
+                }
+                false
+            }
+            Err(m) => {
+                self.scratch = payload;
+                log::debug!("hca: {qpn} READ response refused after the check: {m:?}");
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    q.resp.reads.pop_front();
+                    q.resp
+                        .queue(AethSyndrome::Nak(NakCode::RemoteAccessError), psn);
+                }
+                false
+            }
+        }
+    }
+
+    /// Handles a request packet for `qpn`.
+    pub(crate) fn responder_receive(
+        &mut self,
+        qpn: Qpn,
+        pkt: &RocePacket<'_>,
+        frame: &[u8],
+        env: &mut HcaEnv<'_>,
+    ) {
+        let Some(qp) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        if !matches!(qp.ctx.state, QpState::Rtr | QpState::Rts | QpState::Sqe) {
+            qp.stats.rx_dropped.inc();
+            self.stats.rx_dropped.inc();
+            return;
+        }
+        match qp.ctx.qp_type {
+            QpType::Rc => self.rc_request(qpn, pkt, frame, env),
+            QpType::Uc => self.uc_request(qpn, pkt, env),
+            QpType::Ud => self.ud_request(qpn, pkt, env),
+        }
+    }
+
+    fn rc_request(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, frame: &[u8], env: &mut HcaEnv<'_>) {
+        let hold_cap = self.config.hold_buffer_packets;
+        let held_total: usize = self.qps.values().map(|q| q.resp.held.len()).sum();
+        let Some(qp) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let psn = pkt.headers.bth.psn;
+        let r = &mut qp.resp;
+        let d = psn.diff(r.epsn);
+        if let Some(s) = r.fault {
+            // Suspended on a page fault: hold what comes while holding,
+            // else answer the retry with another RNR NAK, no new event.
+            match s.rnr {
+                None if held_total < hold_cap => {
+                    r.held.push_back(frame.to_vec());
+                    self.stats.held_packets.inc();
+                }
+                None => {
+                    qp.stats.rx_dropped.inc();
+                    self.stats.rx_dropped.inc();
+                }
+                Some(timer) => {
+                    if d == 0 {
+                        r.queue(AethSyndrome::RnrNak { timer }, psn);
+                    }
+                    qp.stats.rx_dropped.inc();
+                    self.stats.rx_dropped.inc();
+                }
+            }
+            return;
+        }
+        let op = pkt.headers.bth.opcode;
+        if d > 0 {
+            // Ahead: a packet was lost. One NAK per gap, the rest dropped.
+            if !r.nak_sent {
+                r.nak_sent = true;
+                let e = r.epsn;
+                r.queue(AethSyndrome::Nak(NakCode::PsnSequenceError), e);
+            }
+            qp.stats.rx_dropped.inc();
+            self.stats.rx_dropped.inc();
+            return;
+        }
+        if d < 0 {
+            self.stats.duplicates.inc();
+            if op == Opcode::RC_RDMA_READ_REQUEST {
+                // A duplicate READ is answered again, from memory.
+                if let Some(reth) = pkt.headers.reth {
+                    r.reads.retain(|x| x.psn != psn);
+                    push_bounded(
+                        &mut r.reads,
+                        MAX_READS,
+                        ReadResponse {
+                            psn,
+                            rkey: Mkey(reth.rkey),
+                            va: reth.va,
+                            len: reth.dma_len,
+                            sent: 0,
+                        },
+                    );
+                }
+            } else {
+                let last = r.epsn.add(Psn::MODULUS - 1);
+                r.queue(ACK, last);
+            }
+            return;
+        }
+        match self.place(qpn, pkt, env) {
+            Placed::Done => {
+                let Some(qp) = self.qps.get_mut(&qpn) else {
+                    return;
+                };
+                let r = &mut qp.resp;
+                r.nak_sent = false;
+                let mtu = qp.ctx.path_mtu.bytes();
+                if op == Opcode::RC_RDMA_READ_REQUEST {
+                    let len = pkt.headers.reth.map_or(0, |x| x.dma_len);
+                    r.epsn = r.epsn.add(len.div_ceil(mtu).max(1));
+                } else {
+                    r.epsn = r.epsn.add(1);
+                    let end = matches!(op.position(), Some(Position::Last | Position::Only));
+                    if pkt.headers.bth.ack_req || end {
+                        r.queue(ACK, psn);
+                    }
+                }
+            }
+            Placed::Nak(code) => {
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    q.resp.queue(AethSyndrome::Nak(code), psn);
+                    q.resp.recv = None;
+                    q.resp.write = None;
+                }
+                // Send the NAK before the QP stops sending anything.
+                self.responder_step(qpn, env);
+                self.qp_fatal(qpn, env);
+            }
+            Placed::NoRecvWqe => {
+                if let Some(q) = self.qps.get_mut(&qpn) {
+                    let timer = RnrTimer::new(q.ctx.min_rnr_timer);
+                    q.resp.queue(AethSyndrome::RnrNak { timer }, psn);
+                    q.stats.rx_dropped.inc();
+                }
+                self.stats.rx_dropped.inc();
+            }
+            Placed::Fault(m) => self.responder_fault(qpn, m, psn, frame, env),
+        }
+    }
+
+    /// Seed 001 FIG. 4 (steps 124-130) with seed 004's choice of mode.
+    fn responder_fault(&mut self, qpn: Qpn, m: Miss, psn: Psn, frame: &[u8], env: &mut HcaEnv<'_>) {
+        let Miss::Fault { mkey, .. } = m else {
+            return;
+        };
+        let Some((token, estimate)) = self.raise_fault(qpn, m, AccessKind::Write, env) else {
+            return;
+        };
+        let held_total: usize = self.qps.values().map(|q| q.resp.held.len()).sum();
+        let threshold = self.config.hold_threshold_ns;
+        let hold = estimate.is_some_and(|e| e <= threshold)
+            && held_total < self.config.hold_buffer_packets;
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let rnr = if hold {
+            q.resp.held.push_back(frame.to_vec());
+            self.stats.held_packets.inc();
+            None
+        } else {
+            // The NAK's timer covers the estimate, never below min_rnr_timer.
+            let floor = RnrTimer::new(q.ctx.min_rnr_timer);
+            let timer = match estimate {
+                Some(e) if RnrTimer::at_least(e).to_ns() > floor.to_ns() => RnrTimer::at_least(e),
+                _ => floor,
+            };
+            q.resp.queue(AethSyndrome::RnrNak { timer }, psn);
+            q.stats.rx_dropped.inc();
+            self.stats.rx_dropped.inc();
+            Some(timer)
+        };
+        q.resp.fault = Some(Suspended {
+            token,
+            mkey,
+            since: env.now,
+            rnr,
+        });
+    }
+
+    /// Resumes a responder suspended on fault `token`: an unsolicited ACK
+    /// after an RNR NAK, or the held packets replayed.
+    pub(crate) fn resume_responder(&mut self, qpn: Qpn, token: u32, env: &mut HcaEnv<'_>) {
+        let Some(qp) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        if let Some(s) = qp.resp.read_stall.filter(|s| s.token == token) {
+            qp.stats
+                .fault_wait_ns
+                .add(env.now.saturating_since(s.since).as_nanos());
+            qp.resp.read_stall = None;
+        }
+        let Some(s) = qp.resp.fault.filter(|s| s.token == token) else {
+            return;
+        };
+        qp.stats
+            .fault_wait_ns
+            .add(env.now.saturating_since(s.since).as_nanos());
+        qp.resp.fault = None;
+        if s.rnr.is_some() {
+            let last = qp.resp.epsn.add(Psn::MODULUS - 1);
+            qp.resp.queue(ACK, last);
+            self.stats.unsolicited_acks.inc();
+        } else {
+            let held: Vec<Vec<u8>> = qp.resp.held.drain(..).collect();
+            for f in held {
+                self.receive(&f, env);
+            }
+        }
+    }
+
+    /// Places a request in order at the expected PSN.
+    fn place(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) -> Placed {
+        let Some(qp) = self.qps.get(&qpn) else {
+            return Placed::Done;
+        };
+        let op = pkt.headers.bth.opcode;
+        let pos = op.position();
+        let mtu = qp.ctx.path_mtu.bytes();
+        let n = pkt.payload.len() as u32;
+        let r = &qp.resp;
+        let qp_access = qp.ctx.access;
+        // Opcode sequence: a message in progress continues, else one starts.
+        let continuing = matches!(pos, Some(Position::Middle | Position::Last));
+        let in_send = r.recv.is_some();
+        let in_write = r.write.is_some();
+        let seq_ok = match op.operation() {
+            Some(Operation::Send) => continuing == in_send && !in_write,
+            Some(Operation::RdmaWrite) => continuing == in_write && !in_send,
+            Some(Operation::RdmaReadRequest) => !in_send && !in_write,
+            _ => false,
+        };
+        if !seq_ok {
+            log::debug!("hca: {qpn} opcode {op:?} out of sequence");
+            return Placed::Nak(NakCode::InvalidRequest);
+        }
+        // First and middle packets carry exactly one MTU.
+        if matches!(pos, Some(Position::First | Position::Middle)) && n != mtu {
+            return Placed::Nak(NakCode::InvalidRequest);
+        }
+        match op.operation() {
+            Some(Operation::Send) => self.place_send(qpn, pkt, env),
+            Some(Operation::RdmaWrite) => {
+                let (rkey, va, total, offset) = match (r.write, pkt.headers.reth) {
+                    (Some(w), _) => (w.rkey, w.va, w.total, w.offset),
+                    (None, Some(reth)) => {
+                        if !qp_access.contains(Access::REMOTE_WRITE) {
+                            return Placed::Nak(NakCode::RemoteAccessError);
+                        }
+                        // The whole message must be allowed before a byte lands.
+                        if let Some(a) = self.region_access(qpn)
+                            && let Err(e) = a.mpt.check(
+                                Mkey(reth.rkey),
+                                a.function,
+                                a.pd,
+                                reth.va,
+                                u64::from(reth.dma_len),
+                                Access::REMOTE_WRITE,
+                            )
+                        {
+                            log::debug!("hca: {qpn} RDMA WRITE refused: {e}");
+                            return Placed::Nak(NakCode::RemoteAccessError);
+                        }
+                        (Mkey(reth.rkey), reth.va, reth.dma_len, 0)
+                    }
+                    (None, None) => return Placed::Nak(NakCode::InvalidRequest),
+                };
+                let end = matches!(pos, Some(Position::Last | Position::Only));
+                if offset + n > total || (end && offset + n != total) {
+                    return Placed::Nak(NakCode::InvalidRequest);
+                }
+                // WRITE with immediate consumes a receive WQE: check first.
+                if op.has_immdt() && qp.rq_ci == qp.rq_pi {
+                    return Placed::NoRecvWqe;
+                }
+                if n > 0 {
+                    let Some(a) = self.region_access(qpn) else {
+                        return Placed::Done;
+                    };
+                    match a.copy(
+                        env.mem,
+                        rkey,
+                        va.wrapping_add(u64::from(offset)),
+                        Access::REMOTE_WRITE,
+                        Dir::Write(pkt.payload),
+                    ) {
+                        Ok(_) => {}
+                        Err(m @ Miss::Fault { .. }) => return Placed::Fault(m),
+                        Err(_) => return Placed::Nak(NakCode::RemoteAccessError),
+                    }
+                }
+                self.count_rx(qpn, n);
+                let Some(q) = self.qps.get_mut(&qpn) else {
+                    return Placed::Done;
+                };
+                if end {
+                    q.resp.write = None;
+                    q.resp.msn = q.resp.msn.wrapping_add(1);
+                    if let Some(imm) = pkt.headers.immediate {
+                        let index = q.rq_ci;
+                        q.rq_ci = q.rq_ci.wrapping_add(1);
+                        let cq = q.ctx.recv_cq;
+                        q.stats.recv_completions.inc();
+                        let cqe = Cqe {
+                            qpn,
+                            wqe_index: index,
+                            opcode: CqeOpcode::RecvRdmaWithImm,
+                            status: CqeStatus::Success,
+                            byte_len: total,
+                            imm: Some(imm),
+                            src_qp: 0,
+                            solicited: pkt.headers.bth.solicited,
+                        };
+                        self.complete(cq, cqe, env);
+                    }
+                } else {
+                    q.resp.write = Some(WriteInProgress {
+                        rkey,
+                        va,
+                        total,
+                        offset: offset + n,
+                    });
+                }
+                Placed::Done
+            }
+            Some(Operation::RdmaReadRequest) => {
+                let Some(reth) = pkt.headers.reth else {
+                    return Placed::Nak(NakCode::InvalidRequest);
+                };
+                if !qp_access.contains(Access::REMOTE_READ) {
+                    return Placed::Nak(NakCode::RemoteAccessError);
+                }
+                if let Some(a) = self.region_access(qpn)
+                    && let Err(e) = a.mpt.check(
+                        Mkey(reth.rkey),
+                        a.function,
+                        a.pd,
+                        reth.va,
+                        u64::from(reth.dma_len),
+                        Access::REMOTE_READ,
+                    )
+                {
+                    log::debug!("hca: {qpn} RDMA READ refused: {e}");
+                    return Placed::Nak(NakCode::RemoteAccessError);
+                }
+                let Some(q) = self.qps.get_mut(&qpn) else {
+                    return Placed::Done;
+                };
+                let queued = push_bounded(
+                    &mut q.resp.reads,
+                    MAX_READS,
+                    ReadResponse {
+                        psn: pkt.headers.bth.psn,
+                        rkey: Mkey(reth.rkey),
+                        va: reth.va,
+                        len: reth.dma_len,
+                        sent: 0,
+                    },
+                );
+                if !queued {
+                    return Placed::Nak(NakCode::InvalidRequest);
+                }
+                q.resp.msn = q.resp.msn.wrapping_add(1);
+                Placed::Done
+            }
+            _ => Placed::Nak(NakCode::InvalidRequest),
+        }
+    }
+
+    fn count_rx(&mut self, qpn: Qpn, n: u32) {
+        self.stats.rx_payload_bytes.add(u64::from(n));
+        if let Some(q) = self.qps.get_mut(&qpn) {
+            q.stats.rx_payload_bytes.add(u64::from(n));
+        }
+    }
+
+    /// Reads the receive WQE at the responder's consumer index.
+    fn fetch_recv(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> Option<Result<RecvWqe, ()>> {
+        let gvmi = self.qp_gvmi(qpn);
+        let qp = self.qps.get(&qpn)?;
+        if qp.rq_ci == qp.rq_pi {
+            return None;
+        }
+        let slot = u64::from(qp.rq_ci) & u64::from(qp.ctx.rq.entries() - 1);
+        let addr = Gpa::new(qp.ctx.rq.base.raw().wrapping_add(slot * WQE_STRIDE));
+        let mut raw = [0u8; WQE_STRIDE as usize];
+        if env.mem.dma_read(gvmi, addr, &mut raw).is_err() {
+            log::warn!("hca: {qpn} receive queue unreachable at {addr}");
+            return Some(Err(()));
+        }
+        let layout = RecvWqeLayout::read_from_bytes(&raw).ok()?;
+        Some(Ok(RecvWqe::parse(&layout)))
+    }
+
+    /// Places a SEND packet (RC or UC) into the current receive WQE.
+    fn place_send(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) -> Placed {
+        let Some(qp) = self.qps.get(&qpn) else {
+            return Placed::Done;
+        };
+        let mut cur = match qp.resp.recv {
+            Some(c) => c,
+            None => match self.fetch_recv(qpn, env) {
+                None => return Placed::NoRecvWqe,
+                Some(Err(())) => {
+                    self.qp_fatal(qpn, env);
+                    return Placed::Done;
+                }
+                Some(Ok(wqe)) => RecvInProgress {
+                    wqe,
+                    index: self.qps.get(&qpn).map_or(0, |q| q.rq_ci),
+                    offset: 0,
+                },
+            },
+        };
+        let n = pkt.payload.len() as u32;
+        if u64::from(cur.offset) + u64::from(n) > cur.wqe.capacity() {
+            // Too long for the receive WQE: it completes in error.
+            self.finish_recv(qpn, cur, CqeStatus::LocalLengthError, pkt, env);
+            return Placed::Nak(NakCode::InvalidRequest);
+        }
+        if let Some(m) = self.scatter(qpn, &cur.wqe, cur.offset, pkt.payload, env) {
+            return match m {
+                Miss::Fault { .. } => {
+                    // Keep the WQE: the retry continues into it.
+                    if let Some(q) = self.qps.get_mut(&qpn) {
+                        q.resp.recv = (cur.offset > 0).then_some(cur);
+                    }
+                    Placed::Fault(m)
+                }
+                _ => {
+                    self.finish_recv(qpn, cur, CqeStatus::LocalProtectionError, pkt, env);
+                    Placed::Nak(NakCode::RemoteOperationalError)
+                }
+            };
+        }
+        self.count_rx(qpn, n);
+        cur.offset += n;
+        if matches!(
+            pkt.headers.bth.opcode.position(),
+            Some(Position::Last | Position::Only)
+        ) {
+            self.finish_recv(qpn, cur, CqeStatus::Success, pkt, env);
+            if let Some(q) = self.qps.get_mut(&qpn) {
+                q.resp.msn = q.resp.msn.wrapping_add(1);
+            }
+        } else if let Some(q) = self.qps.get_mut(&qpn) {
+            q.resp.recv = Some(cur);
+        }
+        Placed::Done
+    }
+
+    /// Copies `data` into a receive WQE's scatter list at `offset`.
+    fn scatter(
+        &mut self,
+        qpn: Qpn,
+        wqe: &RecvWqe,
+        offset: u32,
+        data: &[u8],
+        env: &mut HcaEnv<'_>,
+    ) -> Option<Miss> {
+        let a = self.region_access(qpn)?;
+        let mut skip = u64::from(offset);
+        let mut done = 0usize;
+        for sge in wqe.sges() {
+            if done >= data.len() {
+                break;
+            }
+            let len = u64::from(sge.length);
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let k = ((len - skip) as usize).min(data.len() - done);
+            let piece = data.get(done..done + k)?;
+            if let Err(m) = a.copy(
+                env.mem,
+                sge.lkey,
+                sge.addr.wrapping_add(skip),
+                Access::LOCAL_WRITE,
+                Dir::Write(piece),
+            ) {
+                return Some(m);
+            }
+            done += k;
+            skip = 0;
+        }
+        None
+    }
+
+    /// Completes the receive WQE of `cur` and consumes it.
+    fn finish_recv(
+        &mut self,
+        qpn: Qpn,
+        cur: RecvInProgress,
+        status: CqeStatus,
+        pkt: &RocePacket<'_>,
+        env: &mut HcaEnv<'_>,
+    ) {
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        q.resp.recv = None;
+        q.rq_ci = cur.index.wrapping_add(1);
+        q.stats.recv_completions.inc();
+        let cq = q.ctx.recv_cq;
+        let cqe = Cqe {
+            qpn,
+            wqe_index: cur.index,
+            opcode: CqeOpcode::Recv,
+            status,
+            byte_len: cur.offset,
+            imm: pkt.headers.immediate,
+            src_qp: pkt.headers.deth.map_or(0, |d| d.src_qp),
+            solicited: pkt.headers.bth.solicited,
+        };
+        self.complete(cq, cqe, env);
+    }
+
+    /// UC: no ACKs; a gap or a fault drops the message in progress.
+    fn uc_request(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) {
+        let Some(qp) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let psn = pkt.headers.bth.psn;
+        let pos = pkt.headers.bth.opcode.position();
+        if psn != qp.resp.epsn {
+            // Lost packets: abandon the message in progress; resynchronise
+            // on the next first or only packet.
+            qp.resp.write = None;
+            if let Some(c) = qp.resp.recv.take() {
+                qp.rq_ci = c.index;
+            }
+            if !matches!(pos, Some(Position::First | Position::Only)) {
+                qp.resp.epsn = psn.add(1);
+                qp.stats.rx_dropped.inc();
+                self.stats.rx_dropped.inc();
+                return;
+            }
+        }
+        qp.resp.epsn = psn.add(1);
+        match self.place(qpn, pkt, env) {
+            Placed::Done => {}
+            Placed::Fault(m) => {
+                // Paragraph 0062: unreliable service drops until serviced.
+                self.raise_fault(qpn, m, AccessKind::Write, env);
+                self.uc_drop(qpn);
+            }
+            Placed::Nak(_) | Placed::NoRecvWqe => self.uc_drop(qpn),
+        }
+    }
+
+    fn uc_drop(&mut self, qpn: Qpn) {
+        if let Some(q) = self.qps.get_mut(&qpn) {
+            q.resp.write = None;
+            if let Some(c) = q.resp.recv.take() {
+                q.rq_ci = c.index;
+            }
+            q.stats.rx_dropped.inc();
+        }
+        self.stats.rx_dropped.inc();
+    }
+
+    /// UD: one SEND per packet, checked against the Q_Key.
+    fn ud_request(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) {
+        let Some(qp) = self.qps.get(&qpn) else {
+            return;
+        };
+        let qkey_ok = pkt.headers.deth.is_some_and(|d| d.qkey == qp.ctx.qkey);
+        if !qkey_ok || qp.resp.recv.is_some() {
+            self.uc_drop(qpn);
+            return;
+        }
+        match self.place_send(qpn, pkt, env) {
+            Placed::Done => {}
+            Placed::Fault(m) => {
+                self.raise_fault(qpn, m, AccessKind::Write, env);
+                self.uc_drop(qpn);
+            }
+            Placed::Nak(_) | Placed::NoRecvWqe => self.uc_drop(qpn),
+        }
+    }
+}
