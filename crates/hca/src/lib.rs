@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cmd;
 pub mod cq;
 pub mod cqe;
 pub mod device;
@@ -17,6 +18,7 @@ pub mod transport;
 pub mod wire;
 pub mod wqe;
 
+pub use cmd::{Command, CommandChannel, FunctionPort, Reply};
 pub use device::{CmdError, FunctionConfig, Hca, HcaConfig, HcaStats, MkeySpec};
 pub use event::{Event, FaultStage, PageFault};
 pub use ids::{Cqn, FunctionId, Mkey, Pdn, Qpn};

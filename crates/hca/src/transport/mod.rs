@@ -199,37 +199,38 @@ impl Hca {
 
     /// Resumes after page fault `token` was serviced. The owning function
     /// resumes its guest-stage faults; the host (function 0) any fault. A
-    /// responder that NAKed sends an unsolicited ACK so the requester
-    /// retries at once; a stalled requester goes on.
-    pub fn resume_page_fault(&mut self, f: FunctionId, token: u32, env: &mut HcaEnv<'_>) -> bool {
+    /// responder that NAKed sends an unsolicited ACK on the next
+    /// [`process`](Self::process) so the requester retries at once; held
+    /// packets are replayed then; a stalled requester goes on.
+    pub fn resume_page_fault(&mut self, f: FunctionId, token: u32) -> bool {
         let found = self.qps.iter().find_map(|(qpn, qp)| {
             let mine = f == FunctionId::PF || qp.ctx.function == f;
-            (mine && (qp.resp.fault_token() == Some(token) || qp.req.fault_token() == Some(token)))
-                .then_some(*qpn)
+            let mkey = qp.resp.fault_mkey(token).or(qp.req.fault_mkey(token));
+            mkey.filter(|_| mine).map(|k| (*qpn, k))
         });
-        let Some(qpn) = found else {
+        let Some((qpn, mkey)) = found else {
             self.stats.cmd_errors.inc();
-            return false;
-        };
-        let Some(mkey) = self
-            .qps
-            .get(&qpn)
-            .and_then(|q| q.resp.fault_mkey(token).or(q.req.fault_mkey(token)))
-        else {
             return false;
         };
         if let Some(ctx) = self.mpt.get_mut(mkey) {
             ctx.counters.page_faults_handled.inc();
         }
-        self.resume_responder(qpn, token, env);
-        self.resume_requester(qpn, token, env);
+        let now = self.now;
+        self.resume_responder(qpn, token, now);
+        self.resume_requester(qpn, token, now);
         true
+    }
+
+    pub(crate) fn count_bad_doorbell(&mut self) {
+        self.stats.bad_doorbells.inc();
     }
 
     /// Sends packets: round robin over the QPs, one packet per QP per
     /// turn, until nothing is left to send or `budget` packets went out.
     /// Returns the packets sent.
     pub fn process(&mut self, env: &mut HcaEnv<'_>, budget: usize) -> usize {
+        self.now = self.now.max(env.now);
+        self.replay_held(env);
         let mut sent = 0;
         loop {
             let mut progress = false;
@@ -257,6 +258,7 @@ impl Hca {
 
     /// Fires the timers due at `env.now`.
     pub fn run_timers(&mut self, env: &mut HcaEnv<'_>) {
+        self.now = self.now.max(env.now);
         let due: Vec<Qpn> = self
             .qps
             .iter()
@@ -270,6 +272,7 @@ impl Hca {
 
     /// Takes a frame off the wire.
     pub fn receive(&mut self, frame: &[u8], env: &mut HcaEnv<'_>) {
+        self.now = self.now.max(env.now);
         self.stats.rx_packets.inc();
         let pkt = match RocePacket::parse(frame) {
             Ok(p) => p,

@@ -127,10 +127,6 @@ impl Requester {
         }
     }
 
-    pub(crate) fn fault_token(&self) -> Option<u32> {
-        self.stall.map(|s| s.token)
-    }
-
     pub(crate) fn fault_mkey(&self, token: u32) -> Option<Mkey> {
         self.stall.filter(|s| s.token == token).map(|s| s.mkey)
     }
@@ -891,14 +887,14 @@ impl Hca {
     }
 
     /// Resumes a requester stalled on fault `token`.
-    pub(crate) fn resume_requester(&mut self, qpn: Qpn, token: u32, env: &mut HcaEnv<'_>) {
+    pub(crate) fn resume_requester(&mut self, qpn: Qpn, token: u32, now: SimTime) {
         let Some(qp) = self.qps.get_mut(&qpn) else {
             return;
         };
         if let Some(s) = qp.req.stall.filter(|s| s.token == token) {
             qp.stats
                 .fault_wait_ns
-                .add(env.now.saturating_since(s.since).as_nanos());
+                .add(now.saturating_since(s.since).as_nanos());
             qp.req.stall = None;
         }
     }

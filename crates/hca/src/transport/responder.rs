@@ -78,6 +78,8 @@ pub(crate) struct Responder {
     pending: VecDeque<(AethSyndrome, Psn)>,
     /// Packets held during a short fault (seed 004).
     held: VecDeque<Vec<u8>>,
+    /// The fault is resolved: replay `held`.
+    replay: bool,
 }
 
 impl Responder {
@@ -93,6 +95,7 @@ impl Responder {
             reads: VecDeque::with_capacity(MAX_READS),
             pending: VecDeque::with_capacity(4),
             held: VecDeque::new(),
+            replay: false,
         }
     }
 
@@ -108,10 +111,6 @@ impl Responder {
         self.reads.clear();
         self.pending.clear();
         self.held.clear();
-    }
-
-    pub(crate) fn fault_token(&self) -> Option<u32> {
-        self.fault.or(self.read_stall).map(|s| s.token)
     }
 
     pub(crate) fn fault_mkey(&self, token: u32) -> Option<Mkey> {
@@ -497,15 +496,16 @@ impl Hca {
     }
 
     /// Resumes a responder suspended on fault `token`: an unsolicited ACK
-    /// after an RNR NAK, or the held packets replayed.
-    pub(crate) fn resume_responder(&mut self, qpn: Qpn, token: u32, env: &mut HcaEnv<'_>) {
+    /// after an RNR NAK, or the held packets replayed on the next
+    /// [`Hca::process`].
+    pub(crate) fn resume_responder(&mut self, qpn: Qpn, token: u32, now: SimTime) {
         let Some(qp) = self.qps.get_mut(&qpn) else {
             return;
         };
         if let Some(s) = qp.resp.read_stall.filter(|s| s.token == token) {
             qp.stats
                 .fault_wait_ns
-                .add(env.now.saturating_since(s.since).as_nanos());
+                .add(now.saturating_since(s.since).as_nanos());
             qp.resp.read_stall = None;
         }
         let Some(s) = qp.resp.fault.filter(|s| s.token == token) else {
@@ -513,14 +513,30 @@ impl Hca {
         };
         qp.stats
             .fault_wait_ns
-            .add(env.now.saturating_since(s.since).as_nanos());
+            .add(now.saturating_since(s.since).as_nanos());
         qp.resp.fault = None;
         if s.rnr.is_some() {
             let last = qp.resp.epsn.add(Psn::MODULUS - 1);
             qp.resp.queue(ACK, last);
             self.stats.unsolicited_acks.inc();
         } else {
-            let held: Vec<Vec<u8>> = qp.resp.held.drain(..).collect();
+            qp.resp.replay = true;
+        }
+    }
+
+    /// Feeds the packets held during resolved short faults back in.
+    pub(crate) fn replay_held(&mut self, env: &mut HcaEnv<'_>) {
+        while let Some(qpn) = self
+            .qps
+            .iter()
+            .find(|(_, q)| q.resp.replay)
+            .map(|(n, _)| *n)
+        {
+            let Some(q) = self.qps.get_mut(&qpn) else {
+                return;
+            };
+            q.resp.replay = false;
+            let held = std::mem::take(&mut q.resp.held);
             for f in held {
                 self.receive(&f, env);
             }
