@@ -67,7 +67,7 @@ pub const ICRC_LEN: usize = 4;
 /// The default partition key, full membership of the default partition.
 pub const DEFAULT_PKEY: u16 = 0xFFFF;
 
-/// The bytes `n` from `buf` at `at`, or [`WireError::Truncated`].
+/// The `N` bytes of `buf` at `at`, or [`WireError::Truncated`].
 fn take<const N: usize>(buf: &[u8], at: usize) -> Result<[u8; N], WireError> {
     buf.get(at..at + N)
         .and_then(|s| <[u8; N]>::try_from(s).ok())

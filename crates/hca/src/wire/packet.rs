@@ -335,7 +335,6 @@ impl<'a> RocePacket<'a> {
             ttl: ip.ttl(),
             identification: ip.identification(),
             udp_src_port: udp.source_port(),
-            bth: BthRepr::parse(&bth),
             ..RoceHeaders::new(BthRepr::parse(&bth))
         };
         // The lengths were checked against ext_len above; the parses
