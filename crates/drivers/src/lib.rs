@@ -31,7 +31,11 @@
 #![deny(missing_docs)]
 
 mod e1000;
+mod hca;
 mod page_alloc;
 
 pub use e1000::{DriverError, DriverStats, E1000Config, E1000Driver, NicBus, TxError};
+pub use hca::{
+    Advice, HcaBus, HcaDriver, HcaDriverStats, QpInit, SendWr, VerbsError, WorkCompletion,
+};
 pub use page_alloc::{GuestPageAllocator, Placement};
