@@ -105,8 +105,11 @@ impl<M: PhysMemory<Hpa> + ?Sized> GvmiPort<'_, M> {
                 cost,
             });
         };
+        if len == 0 {
+            return Ok(cost);
+        }
         let mut a = pa.raw();
-        while len != 0 {
+        loop {
             let t = self
                 .iommu
                 .translate_gvmi(&*self.mem, gvmi, Gpa::new(a), kind)

@@ -3,8 +3,8 @@
 //! frames run short, oldest first.
 
 use iovirt_core::{
-    BadMemorySize, BitmapFrameAllocator, FrameAllocator, Gpa, HostMemory, Hpa, InterruptSink, Iova,
-    Irq, MemError, PageSize, PhysMemory,
+    BadMemorySize, BitmapFrameAllocator, FrameAllocator, Gpa, Gvmi, HostMemory, Hpa, InterruptSink,
+    Iova, Irq, MemError, PageSize, PhysMemory,
 };
 use iovirt_iommu::{
     BadIotlbConfig, ContextEntry, DmaRequest, DomainId, FaultRecord, Invalidation, Iommu,
@@ -20,6 +20,9 @@ use crate::stats::VmmStats;
 use crate::swap::SwapStore;
 
 mod flip;
+mod gvmi;
+
+pub use gvmi::{HcaGuestBus, HostFaultOracle};
 mod share;
 
 const PAGE: u64 = 4096;
@@ -178,6 +181,8 @@ struct Vm {
     domain: DomainId,
     pages: Vec<Page>,
     stage2: PageTable<Iova, Hpa>,
+    /// The VM's GVMI on the HCA, once assigned.
+    gvmi: Option<Gvmi>,
 }
 
 /// The host: memory, IOMMU, VMs and the host MMU between them.
@@ -267,6 +272,7 @@ impl Host {
             domain,
             pages: vec![Page::Untouched; pages as usize],
             stage2,
+            gvmi: None,
         });
         Ok(VmId(id))
     }
@@ -698,12 +704,22 @@ impl Host {
         v.stage2
             .unmap(&mut self.mem, &mut self.tables, iova, PAGE)?;
         let domain = v.domain;
+        let gvmi = v.gvmi;
         self.stats.invalidations.inc();
         self.iommu.invalidate(Invalidation::Page {
             domain,
             addr: iova,
             order: 0,
         });
+        // The same table is the VM's PA2MA table inside the HCA (seed 001):
+        // its cached translations go too (seed 001, paragraph 0061).
+        if let Some(gvmi) = gvmi {
+            self.iommu.invalidate(Invalidation::GvmiPage {
+                gvmi,
+                addr: Gpa::new(iova.raw()),
+                order: 0,
+            });
+        }
         Ok(())
     }
 

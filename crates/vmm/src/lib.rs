@@ -102,7 +102,9 @@ mod net;
 mod stats;
 mod swap;
 
-pub use host::{FaultService, Host, HostConfig, SwapOut, VmConfig, VmId, VmmError};
+pub use host::{
+    FaultService, HcaGuestBus, Host, HostConfig, HostFaultOracle, SwapOut, VmConfig, VmId, VmmError,
+};
 pub use lapic::{ESR_RECEIVE_ILLEGAL_VECTOR, Lapic, LapicStats};
 pub use net::{DemuxMode, GuestBus, GuestDma, NetStats, Network, NetworkConfig, VmToVm};
 pub use stats::VmmStats;
