@@ -212,3 +212,187 @@ impl Params {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use iovirt_vmm::{DemuxMode, VmToVm};
+
+    use super::super::{HostSpec, Params, VmSpec};
+    use crate::config::{Config, ConfigError};
+
+    /// `[custom]` with `table` (its own fields), two hosts of `vms` VMs
+    /// each, and one flow from `from` to `to`.
+    fn two_hosts(table: &str, vms: [usize; 2], from: &str, to: &str) -> String {
+        let mut s = format!("[custom]\n{table}\n");
+        for n in vms {
+            s.push_str("[[custom.hosts]]\n");
+            for _ in 0..n {
+                s.push_str("[[custom.hosts.vms]]\nmemory_mib = 4\n");
+            }
+        }
+        s + &format!("[[custom.flows]]\nfrom = \"{from}\"\nto = \"{to}\"\nframes = 10\nlen = 100\n")
+    }
+
+    /// The field and the reason of `text`'s error.
+    fn error(text: &str) -> (String, String) {
+        match Config::from_toml(text) {
+            Err(ConfigError::Invalid { field, reason }) => (field, reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_multi_host_form_parses_with_the_table_s_settings_as_defaults() {
+        let text = "[custom]\ndemux = \"copy\"\ndata_frames = 2048\n\
+                    [[custom.hosts]]\nvm_to_vm = \"bridge\"\n\
+                    [[custom.hosts.vms]]\nmemory_mib = 8\nrx_descriptors = 128\n\
+                    [[custom.hosts]]\ndemux = \"flip\"\ndata_frames = 8192\n\
+                    [[custom.hosts.vms]]\n[[custom.hosts.vms]]\n\
+                    [[custom.flows]]\nfrom = \"h0.vm0\"\nto = \"h1.vm1\"\nframes = 5\nlen = 60\n";
+        let c = Config::from_toml(text).unwrap().custom;
+        assert_eq!(
+            c.hosts,
+            Some(vec![
+                HostSpec {
+                    demux: DemuxMode::Copy,
+                    vm_to_vm: VmToVm::Bridge,
+                    data_frames: 2048,
+                    vms: vec![VmSpec {
+                        memory_mib: 8,
+                        rx_descriptors: 128
+                    }],
+                },
+                HostSpec {
+                    demux: DemuxMode::Flip,
+                    vm_to_vm: VmToVm::Crossover,
+                    data_frames: 8192,
+                    vms: vec![VmSpec::default(); 2],
+                },
+            ])
+        );
+        assert!(c.vms.is_empty(), "no single-host VMs: {:?}", c.vms);
+        // The single-host form is as it was: the default VMs, no hosts, and
+        // no `hosts` key in the report's parameters.
+        let single = Config::from_toml("[custom]\nbatch = 4\n").unwrap().custom;
+        assert_eq!(single.hosts, None);
+        assert_eq!(single.vms, Params::default().vms);
+        let json = serde_json::to_value(&single).unwrap();
+        assert!(json.get("hosts").is_none(), "{json}");
+    }
+
+    #[test]
+    fn multi_host_errors_name_the_field() {
+        let flow = |from: &str, to: &str| two_hosts("", [2, 2], from, to);
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                "[custom]\nhosts = []\n".to_owned(),
+                "custom.hosts",
+                "no hosts: give two `[[custom.hosts]]`",
+            ),
+            (
+                two_hosts("", [1, 0], "h0.vm0", "h1.vm0"),
+                "custom.hosts.vms",
+                "h1 has 0 VMs: give 1 to 15 `[[custom.hosts.vms]]`",
+            ),
+            (
+                "[custom]\n[[custom.hosts]]\n[[custom.hosts.vms]]\n".to_owned(),
+                "custom.hosts",
+                "1 host: the multi-host form joins two hosts by a cable \
+                 (for one host, give `[[custom.vms]]` and no `[[custom.hosts]]`)",
+            ),
+            (
+                "[custom]\n".to_owned() + &"[[custom.hosts]]\n[[custom.hosts.vms]]\n".repeat(3),
+                "custom.hosts",
+                "3 hosts: at most 2 (a cable joins two physical NICs; there is no switch between hosts)",
+            ),
+            (
+                two_hosts("[[custom.vms]]\nmemory_mib = 4", [1, 1], "h0.vm0", "h1.vm0"),
+                "custom.vms",
+                "with `[[custom.hosts]]`, give each host's VMs as `[[custom.hosts.vms]]`; \
+                 `[[custom.vms]]` is the single-host form",
+            ),
+            (
+                flow("h0.vm0", "h2.vm0"),
+                "custom.flows",
+                "flow 0: `h2.vm0`: there is no host h2 (2 hosts)",
+            ),
+            (
+                flow("h1.vm2", "h0.vm0"),
+                "custom.flows",
+                "flow 0: `h1.vm2`: h1 has 2 VMs",
+            ),
+            (
+                flow("h1.vm1", "h1.vm1"),
+                "custom.flows",
+                "flow 0: from and to are both `h1.vm1`",
+            ),
+            (
+                flow("wire", "h0.vm0"),
+                "custom.flows",
+                "flow 0: `wire`: with `[[custom.hosts]]` the physical NICs are cabled to each \
+                 other and there is no peer on the wire; give `hN.vmM`",
+            ),
+            (
+                flow("h0.vm0", "h1.wire"),
+                "custom.flows",
+                "flow 0: `h1.wire`: with `[[custom.hosts]]` the physical NICs are cabled to each \
+                 other and there is no peer on the wire; give `hN.vmM`",
+            ),
+            (
+                flow("vm0", "h1.vm0"),
+                "custom.flows",
+                "flow 0: `vm0` is not `hN.vmM`",
+            ),
+            (
+                // The third VM, h1.vm0, has 1 MiB.
+                flow("h0.vm0", "h1.vm1")
+                    .replacen("memory_mib = 4", "memory_mib = 1", 3)
+                    .replacen("memory_mib = 1", "memory_mib = 4", 2),
+                "custom.hosts.vms",
+                "h1.vm0: memory_mib 1 is not in 2..=64",
+            ),
+            (
+                flow("h0.vm0", "h1.vm1").replacen(
+                    "[[custom.hosts]]\n",
+                    "[[custom.hosts]]\ndata_frames = 100\n",
+                    1,
+                ),
+                "custom.hosts.data_frames",
+                "h0: 100 is not in 1024..=1048576",
+            ),
+            (
+                two_hosts("batch = 16", [1, 1], "h0.vm0", "h1.vm0")
+                    .replace("memory_mib = 4", "memory_mib = 4\nrx_descriptors = 16"),
+                "custom.batch",
+                "16 does not fit h0.vm0's 16 receive descriptors",
+            ),
+        ];
+        for (text, field, reason) in cases {
+            assert_eq!(
+                error(&text),
+                (field.to_owned(), reason.to_owned()),
+                "for:\n{text}"
+            );
+        }
+        // A misspelt host field is the parser's error, naming it.
+        let e = Config::from_toml("[[custom.hosts]]\ndemx = \"copy\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Parse(m) if m.contains("demx")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn run_refuses_parameters_that_fail_their_checks() {
+        let params = Params {
+            hosts: Some(Vec::new()),
+            vms: Vec::new(),
+            ..Params::default()
+        };
+        let e = super::super::run(&params, &Default::default(), &mut |_, _| {}).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`custom.hosts`: no hosts: give two `[[custom.hosts]]`"
+        );
+    }
+}

@@ -16,10 +16,10 @@ use crate::host_sim::{Fabric, HostSim, VmShape, build_host};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, frame};
 
-/// The MAC address of host `h`'s VM `v`. Host 0's are the single-host
-/// form's; the last byte differs across hosts too, as it is the frames'
-/// IPv4 host number.
-pub(super) fn host_vm_mac(h: usize, v: usize) -> [u8; 6] {
+/// The MAC address of host `h`'s VM `v` in the multi-host form. Host 0's
+/// are the single-host form's; the last byte differs across hosts too, as
+/// it is the frames' IPv4 host number.
+pub fn host_vm_mac(h: usize, v: usize) -> [u8; 6] {
     [0x52, 0x54, 0, 3, h as u8, ((h << 4) | v) as u8]
 }
 

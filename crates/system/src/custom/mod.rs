@@ -21,6 +21,8 @@ mod check;
 mod hosts;
 mod owed;
 
+pub use hosts::host_vm_mac;
+
 use owed::Owed;
 
 /// One VM of the host.
