@@ -9,7 +9,7 @@ use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_iommu::{IommuConfig, RequesterId};
 use iovirt_vmm::{Host, HostConfig, NetStats, Network, NetworkConfig, VmConfig, VmId, VmmStats};
 
-use crate::link::Link;
+use crate::link::{Link, LinkStats};
 use crate::platform::PlatformError;
 
 /// Where the frames reaching the far end of a host's cable go: the other
@@ -198,6 +198,11 @@ impl HostSim {
         }
         self.now = self.now.max(until);
         Ok(())
+    }
+
+    /// What the physical NIC's cable out has carried.
+    pub fn cable_out_stats(&self) -> LinkStats {
+        self.cable_out.stats()
     }
 
     /// When this host's next event is due: a timer, a frame arriving on the

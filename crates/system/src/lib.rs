@@ -28,15 +28,17 @@
 //!   both ways through the physical NIC's loopback, the VMM's bridge, or by
 //!   crossover. Headline: frames on the physical NIC per VM-to-VM frame.
 //! - The `custom` scenario ([`custom`]): a host, its VMs and the flows
-//!   between them and the wire, as the configuration describes them.
+//!   between them and the wire, as the configuration describes them; or two
+//!   hosts joined by a cable (a [`host_sim::Fabric`]) and the flows between
+//!   their VMs.
 //! - [`report`]: a readable table, and JSON with `--json`.
 //! - [`config`]: what runs, as TOML; the built-in default is
 //!   [`config::DEFAULT_CONFIG`] (`iovirt config` prints it).
 //!
 //! ## Not yet
 //!
-//! The HCA (`rdma-odp`); configurations of several hosts (a [`host_sim::Fabric`]
-//! is built in code only); the host's own work (copies, remaps,
+//! The HCA (`rdma-odp`); more than two hosts (a switch between their
+//! physical NICs); the host's own work (copies, remaps,
 //! invalidations) as CPU time on the event loop: the scenarios report it
 //! as the cost model's sum per frame, and in lock-step pacing their traffic
 //! runs in program order.

@@ -26,7 +26,7 @@ const SCENARIOS: [(&str, &str); 4] = [
     ),
     (
         "custom",
-        "your host: VMs and flows from the configuration's [custom] table",
+        "your host, or two cabled hosts: VMs and flows from the configuration's [custom] table",
     ),
 ];
 
@@ -194,8 +194,8 @@ fn run(
         values.push(to_json(serde_json::to_value(&report))?);
     }
     if selected("custom") {
-        let outcome =
-            custom::run(&cfg.custom, &mut tap).map_err(|e| (1, format!("custom: {e}")))?;
+        let outcome = custom::run(&cfg.custom, &cfg.cost_model, &mut tap)
+            .map_err(|e| (1, format!("custom: {e}")))?;
         let report = CustomReport {
             scenario: "custom",
             params: cfg.custom.clone(),

@@ -315,6 +315,14 @@ pub enum PlatformError {
     /// The host (its memory, its network) refused.
     #[error("host: {0}")]
     Host(#[from] iovirt_vmm::VmmError),
+    /// A scenario's parameters that do not pass its checks.
+    #[error("`{field}`: {reason}")]
+    Invalid {
+        /// The field, as `table.field`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The traffic could not make progress (a ring stayed full).
     #[error("the traffic stalled: a TX ring stayed full")]
     Stalled,

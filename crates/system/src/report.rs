@@ -44,46 +44,110 @@ pub struct CustomReport {
 }
 
 impl CustomReport {
-    /// The table: one line per flow, then the host's main counters.
+    /// The table: one line per flow, then each host's main counters.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let p = &self.params;
-        let _ = writeln!(
-            out,
-            "custom: {} VMs, {} flows, demux {:?}, VM-to-VM {:?}, {} host frames",
-            p.vms.len(),
-            p.flows.len(),
-            p.demux,
-            p.vm_to_vm,
-            p.data_frames
-        );
+        match &p.hosts {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "custom: {} VMs, {} flows, demux {:?}, VM-to-VM {:?}, {} host frames",
+                    p.vms.len(),
+                    p.flows.len(),
+                    p.demux,
+                    p.vm_to_vm,
+                    p.data_frames
+                );
+            }
+            Some(hosts) => {
+                let _ = writeln!(
+                    out,
+                    "custom: {} hosts joined by a cable, {} flows, {}",
+                    hosts.len(),
+                    p.flows.len(),
+                    match p.pacing {
+                        crate::platform::Pacing::Lockstep => "lock-step",
+                        crate::platform::Pacing::LineRate => "line rate",
+                    }
+                );
+                for (h, host) in hosts.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "  h{h}: {} VMs, demux {:?}, VM-to-VM {:?}, {} host frames",
+                        host.vms.len(),
+                        host.demux,
+                        host.vm_to_vm,
+                        host.data_frames
+                    );
+                }
+            }
+        }
         let _ = writeln!(out, "headline: frames delivered byte-exact per flow\n");
-        let _ = writeln!(
+        let flows = self.outcome.flows();
+        // Latency is measured on the multi-host form's event loop only.
+        let timed = flows.iter().any(|r| r.latency_ns_mean.is_some());
+        let width = flows.iter().map(|r| r.flow.len()).fold(16, usize::max);
+        let _ = write!(
             out,
-            "{:<16}  {:>8}  {:>10}  {:>9}  {:>6}",
+            "{:<width$}  {:>8}  {:>10}  {:>9}  {:>6}",
             "flow", "sent", "delivered", "corrupted", "lost"
         );
-        for r in &self.outcome.flows {
-            let _ = writeln!(
+        if timed {
+            let _ = write!(out, "  {:>9}  {:>9}", "lat ns", "max ns");
+        }
+        out.push('\n');
+        for r in flows {
+            let _ = write!(
                 out,
-                "{:<16}  {:>8}  {:>10}  {:>9}  {:>6}",
+                "{:<width$}  {:>8}  {:>10}  {:>9}  {:>6}",
                 r.flow, r.sent, r.delivered, r.corrupted, r.lost
             );
+            if let (Some(mean), Some(max)) = (r.latency_ns_mean, r.latency_ns_max) {
+                let _ = write!(out, "  {mean:>9.0}  {max:>9}");
+            }
+            out.push('\n');
         }
-        let (n, h) = (&self.outcome.network, &self.outcome.host);
-        let _ = writeln!(
-            out,
-            "\nhost: {} B copied, {} flips, {} crossovers, {} physical-NIC frames out, {} in; \
-             {} swap-outs, {} invalidations, {} unexpected frames",
-            n.bytes_copied.get(),
-            n.flips.get(),
-            n.crossovers.get(),
-            n.uplink_tx_frames.get(),
-            n.uplink_rx_frames.get(),
-            h.swap_outs.get(),
-            h.invalidations.get(),
-            self.outcome.unexpected
-        );
+        match &self.outcome {
+            custom::Outcome::Host(o) => {
+                let (n, h) = (&o.network, &o.host);
+                let _ = writeln!(
+                    out,
+                    "\nhost: {} B copied, {} flips, {} crossovers, {} physical-NIC frames out, {} in; \
+                     {} swap-outs, {} invalidations, {} unexpected frames",
+                    n.bytes_copied.get(),
+                    n.flips.get(),
+                    n.crossovers.get(),
+                    n.uplink_tx_frames.get(),
+                    n.uplink_rx_frames.get(),
+                    h.swap_outs.get(),
+                    h.invalidations.get(),
+                    o.unexpected
+                );
+            }
+            custom::Outcome::Hosts(o) => {
+                out.push('\n');
+                for (i, c) in o.hosts.iter().enumerate() {
+                    let (n, h) = (&c.network, &c.host);
+                    let _ = writeln!(
+                        out,
+                        "h{i}: {} B copied, {} flips, {} crossovers, {} switched locally, \
+                         {} physical-NIC frames out, {} in, {} on its cable out; \
+                         {} swap-outs, {} invalidations",
+                        n.bytes_copied.get(),
+                        n.flips.get(),
+                        n.crossovers.get(),
+                        n.local_frames.get(),
+                        n.uplink_tx_frames.get(),
+                        n.uplink_rx_frames.get(),
+                        c.cable_out.frames.get(),
+                        h.swap_outs.get(),
+                        h.invalidations.get()
+                    );
+                }
+                let _ = writeln!(out, "{} unexpected frames", o.unexpected);
+            }
+        }
         out
     }
 }

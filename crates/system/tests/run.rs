@@ -1,5 +1,5 @@
 //! The `iovirt` command line and the `iotlb-prefetch` scenario: seed 000's
-//! claim, determinism, and the errors a user can make.
+//! claim, determinism (one host and two), and the errors a user can make.
 
 // Test code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -581,4 +581,77 @@ fn crossover_keeps_its_claim_at_line_rate() {
             _ => assert_eq!(r.delivery.lost, 0, "{r:?}"),
         }
     }
+}
+
+#[test]
+fn a_two_host_config_gives_the_same_report_and_capture_twice() {
+    let dir = std::env::temp_dir().join(format!("iovirt-hosts-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hosts.toml");
+    let hosts = |pacing: &str| {
+        format!(
+            "[custom]\npacing = \"{pacing}\"\n\
+             [[custom.hosts]]\ndemux = \"flip\"\n[[custom.hosts.vms]]\n[[custom.hosts.vms]]\n\
+             [[custom.hosts]]\ndemux = \"copy\"\nvm_to_vm = \"bridge\"\n[[custom.hosts.vms]]\n\
+             [[custom.flows]]\nfrom = \"h0.vm0\"\nto = \"h1.vm0\"\nframes = 60\nlen = 700\n\
+             [[custom.flows]]\nfrom = \"h1.vm0\"\nto = \"h0.vm1\"\nframes = 40\nlen = 200\n\
+             [[custom.flows]]\nfrom = \"h0.vm1\"\nto = \"h0.vm0\"\nframes = 30\nlen = 60\n"
+        )
+    };
+    for pacing in ["lockstep", "line-rate"] {
+        std::fs::write(&path, hosts(pacing)).unwrap();
+        let run = |n: u32| {
+            let pcap = dir.join(format!("{pacing}-{n}.pcap"));
+            let out = iovirt(&[
+                "run",
+                "custom",
+                "--json",
+                "--seed",
+                "7",
+                "--config",
+                path.to_str().unwrap(),
+                "--pcap",
+                pcap.to_str().unwrap(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.stdout, std::fs::read(&pcap).unwrap())
+        };
+        let (a, b) = (run(0), run(1));
+        assert_eq!(a.0, b.0, "{pacing}: the same JSON");
+        assert_eq!(a.1, b.1, "{pacing}: the same capture");
+        let report: serde_json::Value = serde_json::from_slice(&a.0).unwrap();
+        let outcome = &report["outcome"];
+        assert_eq!(outcome["unexpected"], 0, "{pacing}");
+        for f in outcome["flows"].as_array().unwrap() {
+            assert_eq!(f["delivered"], f["sent"], "{pacing}: {f}");
+            assert!(
+                f["latency_ns_mean"].as_f64().unwrap() > 0.0,
+                "{pacing}: {f}"
+            );
+        }
+        let cable: Vec<_> = outcome["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["cable_out"]["frames"].as_u64())
+            .collect();
+        assert_eq!(cable, [Some(60), Some(40)], "{pacing}");
+        // The capture holds the cable's frames, both ways, and nothing else.
+        let mut reader = pcap_file::pcap::PcapReader::new(std::io::Cursor::new(&a.1)).unwrap();
+        let mut lens = Vec::new();
+        while let Some(packet) = reader.next_packet() {
+            lens.push(packet.unwrap().data.len());
+        }
+        let count = |len| lens.iter().filter(|&&l| l == len).count();
+        assert_eq!(
+            (lens.len(), count(700), count(200)),
+            (100, 60, 40),
+            "{pacing}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

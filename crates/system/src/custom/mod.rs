@@ -1,21 +1,29 @@
 //! The `custom` scenario: a host a user describes in the configuration
 //! (its VMs, its memory budget, its demultiplexer and VM-to-VM mode) and
-//! the flows of frames between the VMs and the wire. Every frame is checked
-//! at its destination; the report gives each flow's figures and what the
-//! host did for them.
+//! the flows of frames between the VMs and the wire; or, in the multi-host
+//! form, two such hosts whose physical NICs are joined by a cable and the
+//! flows between their VMs. Every frame is checked at its destination; the
+//! report gives each flow's figures and what the hosts did for them.
 
 use std::collections::VecDeque;
 
-use iovirt_core::{SimDuration, SimTime};
+use iovirt_core::{CostModel, SimDuration, SimTime};
 use iovirt_drivers::E1000Driver;
 use iovirt_iommu::RequesterId;
 use iovirt_vmm::{DemuxMode, Host, NetStats, Network, NetworkConfig, VmId, VmToVm, VmmStats};
 use serde::{Deserialize, Serialize};
 
-use crate::config::check_interrupts;
 use crate::host_sim::{HostSim, SimGuest, VmShape, build_host};
-use crate::link::{Link, LinkConfig};
+use crate::link::{Link, LinkConfig, LinkStats};
 use crate::platform::{Pacing, PlatformError, frame};
+
+mod check;
+mod hosts;
+mod owed;
+
+pub use hosts::host_vm_mac;
+
+use owed::Owed;
 
 /// One VM of the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,19 +59,41 @@ pub struct Flow {
     pub len: usize,
 }
 
+/// One host of the multi-host form (a `[[custom.hosts]]` table), with the
+/// `[custom]` table's `demux`, `vm_to_vm` and `data_frames` for what it
+/// leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostSpec {
+    /// How its physical NIC's frames reach its VMs.
+    pub demux: DemuxMode,
+    /// How frames between its own VMs travel.
+    pub vm_to_vm: VmToVm,
+    /// Its 4 KiB host frames for guest pages and its buffers.
+    pub data_frames: u64,
+    /// Its VMs (1 to 15), named `hN.vm0`, `hN.vm1`, ... in flows.
+    pub vms: Vec<VmSpec>,
+}
+
 /// The scenario's parameters (the `[custom]` table of a config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "RawParams")]
 pub struct Params {
-    /// How the physical NIC's frames reach the VMs.
+    /// How the physical NIC's frames reach the VMs (with `hosts`: the
+    /// hosts' default).
     pub demux: DemuxMode,
-    /// How frames between the VMs travel.
+    /// How frames between the VMs travel (with `hosts`: the hosts'
+    /// default).
     pub vm_to_vm: VmToVm,
     /// 4 KiB host frames for guest pages and the host's buffers: below the
-    /// VMs' total memory, the host swaps.
+    /// VMs' total memory, the host swaps (with `hosts`: the hosts'
+    /// default).
     pub data_frames: u64,
-    /// The VMs.
+    /// The VMs of the single-host form; empty with `hosts`.
     pub vms: Vec<VmSpec>,
+    /// The multi-host form: two hosts whose physical NICs are joined by a
+    /// cable, each with its own VMs (`None`: the single-host form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostSpec>>,
     /// The flows, run side by side, one frame of each in turn.
     pub flows: Vec<Flow>,
     /// Frames sent between two receive passes of every VM's driver
@@ -89,6 +119,7 @@ impl Default for Params {
             vm_to_vm: VmToVm::Crossover,
             data_frames: 4096,
             vms: vec![VmSpec::default(); 3],
+            hosts: None,
             flows: vec![
                 flow("wire", "vm0", 1514),
                 flow("vm1", "vm2", 512),
@@ -97,6 +128,82 @@ impl Default for Params {
             batch: 8,
             pacing: Pacing::Lockstep,
             irq_latency_ns: 2_000,
+        }
+    }
+}
+
+/// `[custom]` as written: whether `vms` and `hosts` were given at all, and
+/// which settings each host left to the table's.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawParams {
+    demux: DemuxMode,
+    vm_to_vm: VmToVm,
+    data_frames: u64,
+    vms: Option<Vec<VmSpec>>,
+    hosts: Option<Vec<RawHost>>,
+    flows: Vec<Flow>,
+    batch: u32,
+    pacing: Pacing,
+    irq_latency_ns: u64,
+}
+
+impl Default for RawParams {
+    fn default() -> Self {
+        let p = Params::default();
+        RawParams {
+            demux: p.demux,
+            vm_to_vm: p.vm_to_vm,
+            data_frames: p.data_frames,
+            vms: None,
+            hosts: None,
+            flows: p.flows,
+            batch: p.batch,
+            pacing: p.pacing,
+            irq_latency_ns: p.irq_latency_ns,
+        }
+    }
+}
+
+/// A `[[custom.hosts]]` table as written.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHost {
+    demux: Option<DemuxMode>,
+    vm_to_vm: Option<VmToVm>,
+    data_frames: Option<u64>,
+    vms: Vec<VmSpec>,
+}
+
+impl From<RawParams> for Params {
+    fn from(raw: RawParams) -> Params {
+        let hosts: Option<Vec<HostSpec>> = raw.hosts.map(|hosts| {
+            hosts
+                .into_iter()
+                .map(|h| HostSpec {
+                    demux: h.demux.unwrap_or(raw.demux),
+                    vm_to_vm: h.vm_to_vm.unwrap_or(raw.vm_to_vm),
+                    data_frames: h.data_frames.unwrap_or(raw.data_frames),
+                    vms: h.vms,
+                })
+                .collect()
+        });
+        // The default VMs belong to the single-host form; with hosts, VMs
+        // given here as well are kept, for `validate` to refuse.
+        let vms = raw.vms.unwrap_or_else(|| match hosts {
+            Some(_) => Vec::new(),
+            None => Params::default().vms,
+        });
+        Params {
+            demux: raw.demux,
+            vm_to_vm: raw.vm_to_vm,
+            data_frames: raw.data_frames,
+            vms,
+            hosts,
+            flows: raw.flows,
+            batch: raw.batch,
+            pacing: raw.pacing,
+            irq_latency_ns: raw.irq_latency_ns,
         }
     }
 }
@@ -114,11 +221,46 @@ pub struct FlowRow {
     pub corrupted: u64,
     /// Frames the sender's ring refused (full) or nobody received.
     pub lost: u64,
+    /// Multi-host form: mean time from a frame's send to the receiving
+    /// guest's handler taking it, ns (0 if none arrived).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ns_mean: Option<f64>,
+    /// Multi-host form: the longest such time, ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ns_max: Option<u64>,
 }
 
-/// The whole run.
+/// The whole run: its JSON is the form's own, with no tag.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Outcome {
+#[serde(untagged)]
+pub enum Outcome {
+    /// The single-host form.
+    Host(Box<HostOutcome>),
+    /// The multi-host form.
+    Hosts(HostsOutcome),
+}
+
+impl Outcome {
+    /// Per flow, in the configuration's order.
+    pub fn flows(&self) -> &[FlowRow] {
+        match self {
+            Outcome::Host(o) => &o.flows,
+            Outcome::Hosts(o) => &o.flows,
+        }
+    }
+
+    /// Frames that arrived where no flow sent any (must be 0).
+    pub fn unexpected(&self) -> u64 {
+        match self {
+            Outcome::Host(o) => o.unexpected,
+            Outcome::Hosts(o) => o.unexpected,
+        }
+    }
+}
+
+/// The single-host form's run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostOutcome {
     /// Per flow.
     pub flows: Vec<FlowRow>,
     /// Frames that arrived where no flow sent any (must be 0).
@@ -129,6 +271,28 @@ pub struct Outcome {
     pub host: VmmStats,
 }
 
+/// The multi-host form's run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostsOutcome {
+    /// Per flow.
+    pub flows: Vec<FlowRow>,
+    /// Frames that arrived where no flow sent any (must be 0).
+    pub unexpected: u64,
+    /// Per host, in the configuration's order.
+    pub hosts: Vec<HostCounters>,
+}
+
+/// What one host of the multi-host form did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostCounters {
+    /// Its network's counters.
+    pub network: NetStats,
+    /// Its host MMU's counters.
+    pub host: VmmStats,
+    /// What its physical NIC's cable to the other host carried.
+    pub cable_out: LinkStats,
+}
+
 const PEER: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xfe];
 const UPLINK_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x01];
 
@@ -136,7 +300,7 @@ fn vm_mac(i: usize) -> [u8; 6] {
     [0x52, 0x54, 0, 3, 0, i as u8]
 }
 
-/// An endpoint: `None` for the wire.
+/// An endpoint of the single-host form: `None` for the wire.
 fn endpoint(s: &str) -> Option<Option<usize>> {
     if s == "wire" {
         return Some(None);
@@ -144,8 +308,49 @@ fn endpoint(s: &str) -> Option<Option<usize>> {
     s.strip_prefix("vm")?.parse().ok().map(Some)
 }
 
-/// Runs the flows.
-pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outcome, PlatformError> {
+/// Each flow's row, nothing counted yet.
+fn rows(params: &Params) -> Vec<FlowRow> {
+    params
+        .flows
+        .iter()
+        .map(|f| FlowRow {
+            flow: format!("{} -> {}", f.from, f.to),
+            sent: 0,
+            delivered: 0,
+            corrupted: 0,
+            lost: 0,
+            latency_ns_mean: None,
+            latency_ns_max: None,
+        })
+        .collect()
+}
+
+/// Checks `params` and runs the flows, under `cost` (the cables' latency
+/// and bandwidth, and at line rate the host's work as CPU time), handing
+/// every frame on a cable to `tap` as it arrives.
+pub fn run(
+    params: &Params,
+    cost: &CostModel,
+    tap: &mut dyn FnMut(SimTime, &[u8]),
+) -> Result<Outcome, PlatformError> {
+    params
+        .validate()
+        .map_err(|(field, reason)| PlatformError::Invalid {
+            field: format!("custom.{field}"),
+            reason,
+        })?;
+    match &params.hosts {
+        Some(hosts) => hosts::run(params, hosts, cost, tap).map(Outcome::Hosts),
+        None => run_host(params, cost, tap).map(|o| Outcome::Host(Box::new(o))),
+    }
+}
+
+/// The single-host form.
+fn run_host(
+    params: &Params,
+    cost: &CostModel,
+    tap: &mut dyn FnMut(SimTime, &[u8]),
+) -> Result<HostOutcome, PlatformError> {
     let shapes: Vec<VmShape> = params
         .vms
         .iter()
@@ -177,24 +382,14 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
         .iter()
         .map(|f| (endpoint(&f.from).flatten(), endpoint(&f.to).flatten()))
         .collect();
-    let mut rows: Vec<FlowRow> = params
-        .flows
-        .iter()
-        .map(|f| FlowRow {
-            flow: format!("{} -> {}", f.from, f.to),
-            sent: 0,
-            delivered: 0,
-            corrupted: 0,
-            lost: 0,
-        })
-        .collect();
+    let mut rows = rows(params);
     if params.pacing == Pacing::LineRate {
-        return line_rate(params, host, net, vms, &ends, rows, tap);
+        return line_rate(params, cost, host, net, vms, &ends, rows, tap);
     }
     // Frames expected at each VM (index) and on the wire (last), in order,
     // with the flow they belong to.
     let mut expected: Vec<VecDeque<(usize, Vec<u8>)>> = vec![VecDeque::new(); vms.len() + 1];
-    let mut cable = Link::new(LinkConfig::from_cost(&Default::default(), 1));
+    let mut cable = Link::new(LinkConfig::from_cost(cost, 1));
     let mut now = SimTime::ZERO;
     let rounds = params.flows.iter().map(|f| f.frames).max().unwrap_or(0);
     let mut unexpected = 0u64;
@@ -241,7 +436,7 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
                 &mut unexpected,
             )?;
             // The physical NIC's cable out, for the capture.
-            let mut out = Link::new(LinkConfig::from_cost(&Default::default(), usize::MAX));
+            let mut out = Link::new(LinkConfig::from_cost(cost, usize::MAX));
             net.drain_outgoing(|f| {
                 let _ = out.send(now, f);
             });
@@ -255,7 +450,7 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
             }
         }
     }
-    Ok(Outcome {
+    Ok(HostOutcome {
         flows: rows,
         unexpected,
         network: net.stats(),
@@ -263,91 +458,22 @@ pub fn run(params: &Params, tap: &mut dyn FnMut(SimTime, &[u8])) -> Result<Outco
     })
 }
 
-/// Frames one sender owes one destination, in order, each with its flow.
-type Queue = VecDeque<(usize, Vec<u8>)>;
-
-/// Frames owed to each destination (the VMs, then the wire), a queue per
-/// sender (the VMs, then the peer).
-struct Owed {
-    queues: Vec<Vec<Queue>>,
-    unexpected: u64,
-}
-
-impl Owed {
-    fn new(vms: usize) -> Owed {
-        Owed {
-            queues: vec![vec![VecDeque::new(); vms + 1]; vms + 1],
-            unexpected: 0,
-        }
-    }
-
-    /// The sender of `f`, by its source address (the peer if no VM's).
-    fn sender(&self, f: &[u8]) -> usize {
-        let vms = self.queues.len() - 1;
-        (0..vms)
-            .find(|&v| f.get(6..12) == Some(&vm_mac(v)[..]))
-            .unwrap_or(vms)
-    }
-
-    fn owe(&mut self, dest: usize, from: usize, flow: usize, f: Vec<u8>) -> bool {
-        match self.queues.get_mut(dest).and_then(|d| d.get_mut(from)) {
-            Some(q) => {
-                q.push_back((flow, f));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// `got` reached `dest`: it is delivered for its flow, and the frames
-    /// its sender sent there before it were lost.
-    fn arrived(&mut self, dest: usize, got: &[u8], rows: &mut [FlowRow]) {
-        let from = self.sender(got);
-        let Some(q) = self.queues.get_mut(dest).and_then(|d| d.get_mut(from)) else {
-            self.unexpected += 1;
-            return;
-        };
-        let Some(i) = q.iter().position(|(_, f)| f == got) else {
-            self.unexpected += 1;
-            return;
-        };
-        for (n, (k, _)) in q.drain(..=i).enumerate() {
-            if let Some(row) = rows.get_mut(k) {
-                if n == i {
-                    row.delivered += 1;
-                } else {
-                    row.lost += 1;
-                }
-            }
-        }
-    }
-
-    /// Whatever is still owed was lost.
-    fn settle(&mut self, rows: &mut [FlowRow]) {
-        for q in self.queues.iter_mut().flatten() {
-            for (k, _) in q.drain(..) {
-                if let Some(row) = rows.get_mut(k) {
-                    row.lost += 1;
-                }
-            }
-        }
-    }
-}
-
 /// The flows at line rate on the discrete-event loop: each round sends one
 /// frame of every flow still running and lasts as long as the peer's cable
 /// takes to carry them; the guests receive in their interrupt handlers.
+#[allow(clippy::too_many_arguments)] // The single-host run's state, handed over whole.
 fn line_rate(
     params: &Params,
+    cost: &CostModel,
     host: Host,
     net: Network,
     vms: Vec<(VmId, E1000Driver)>,
     ends: &[(Option<usize>, Option<usize>)],
     mut rows: Vec<FlowRow>,
     tap: &mut dyn FnMut(SimTime, &[u8]),
-) -> Result<Outcome, PlatformError> {
+) -> Result<HostOutcome, PlatformError> {
     let wire = vms.len();
-    let link = LinkConfig::from_cost(&Default::default(), 1024);
+    let link = LinkConfig::from_cost(cost, 1024);
     let guests = vms
         .into_iter()
         .map(|(vm, driver)| SimGuest { vm, driver })
@@ -359,8 +485,8 @@ fn line_rate(
         (Link::new(link), Link::new(link)),
         SimDuration::from_nanos(params.irq_latency_ns),
     );
-    sim.charge_host_work(Default::default());
-    let mut owed = Owed::new(wire);
+    sim.charge_host_work(*cost);
+    let mut owed = Owed::new((0..wire).map(vm_mac).collect(), params.flows.len());
     let round = params
         .flows
         .iter()
@@ -385,7 +511,8 @@ fn line_rate(
                 None => sim.send_from_wire(&f),
                 Some(v) => sim.transmit(v, &f),
             };
-            if !(sent && owed.owe(to.unwrap_or(wire), from.unwrap_or(wire), k, f)) {
+            let at = sim.now;
+            if !(sent && owed.owe(to.unwrap_or(wire), from.unwrap_or(wire), k, f, at)) {
                 row.lost += 1;
             }
         }
@@ -399,22 +526,22 @@ fn line_rate(
         let mut taps = |t: SimTime, f: &[u8]| {
             // A frame for the peer is one leaving the physical NIC.
             if f.get(..6) == Some(&PEER[..]) {
-                owed_.arrived(wire, f, rows_);
+                owed_.arrived(wire, f, t, rows_);
             }
             tap(t, f);
         };
-        let mut delivered: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut delivered: Vec<(usize, SimTime, Vec<u8>)> = Vec::new();
         sim.run_until(
             until,
-            &mut |g, _, got| delivered.push((g, got.to_vec())),
+            &mut |g, t, got| delivered.push((g, t, got.to_vec())),
             &mut taps,
         )?;
-        for (g, got) in delivered {
-            owed.arrived(g, &got, &mut rows);
+        for (g, t, got) in delivered {
+            owed.arrived(g, &got, t, &mut rows);
         }
     }
     owed.settle(&mut rows);
-    Ok(Outcome {
+    Ok(HostOutcome {
         flows: rows,
         unexpected: owed.unexpected,
         network: sim.net.stats(),
@@ -456,85 +583,4 @@ fn receive_all(
         net.with_outgoing(|got| check(q, got));
     }
     Ok(())
-}
-
-impl Params {
-    /// Checks the values, naming the first bad field.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.vms.is_empty() || self.vms.len() > 15 {
-            return Err(("vms", "give 1 to 15 VMs".to_owned()));
-        }
-        for (i, vm) in self.vms.iter().enumerate() {
-            if !(2..=64).contains(&vm.memory_mib) {
-                return Err((
-                    "vms",
-                    format!("vm{i}: memory_mib {} is not in 2..=64", vm.memory_mib),
-                ));
-            }
-            let n = vm.rx_descriptors;
-            if !(8..=256).contains(&n) || n % 8 != 0 {
-                return Err((
-                    "vms",
-                    format!("vm{i}: rx_descriptors {n} is not a multiple of 8 in 8..=256"),
-                ));
-            }
-            if self.batch >= u32::from(n) {
-                return Err((
-                    "batch",
-                    format!(
-                        "{} does not fit vm{i}'s {n} receive descriptors",
-                        self.batch
-                    ),
-                ));
-            }
-        }
-        check_interrupts(self.irq_latency_ns, 0)?;
-        if self.batch == 0 {
-            return Err(("batch", "0 frames between receive passes".to_owned()));
-        }
-        if !(1024..=1 << 20).contains(&self.data_frames) {
-            return Err((
-                "data_frames",
-                format!("{} is not in 1024..=1048576", self.data_frames),
-            ));
-        }
-        if self.flows.is_empty() || self.flows.len() > 32 {
-            return Err(("flows", "give 1 to 32 flows".to_owned()));
-        }
-        for (i, f) in self.flows.iter().enumerate() {
-            for end in [&f.from, &f.to] {
-                match endpoint(end) {
-                    Some(Some(v)) if v >= self.vms.len() => {
-                        return Err((
-                            "flows",
-                            format!("flow {i}: `{end}`: there are {} VMs", self.vms.len()),
-                        ));
-                    }
-                    None => {
-                        return Err(("flows", format!("flow {i}: `{end}` is not `wire` or `vmN`")));
-                    }
-                    _ => {}
-                }
-            }
-            if f.from == f.to {
-                return Err((
-                    "flows",
-                    format!("flow {i}: from and to are both `{}`", f.from),
-                ));
-            }
-            if !(60..=1514).contains(&f.len) {
-                return Err((
-                    "flows",
-                    format!("flow {i}: len {} is not in 60..=1514", f.len),
-                ));
-            }
-            if f.frames == 0 || f.frames > 1_000_000 {
-                return Err((
-                    "flows",
-                    format!("flow {i}: frames {} is not in 1..=1000000", f.frames),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
