@@ -323,6 +323,9 @@ pub enum PlatformError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The HCA or its driver refused.
+    #[error("HCA: {0}")]
+    Hca(String),
     /// The traffic could not make progress (a ring stayed full).
     #[error("the traffic stalled: a TX ring stayed full")]
     Stalled,

@@ -1,0 +1,212 @@
+//! Two RDMA hosts with one or more VMs each, and connected QPs between
+//! their drivers, for the end-to-end RDMA tests.
+
+#![allow(dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use iovirt::link::LinkConfig;
+use iovirt::rdma_sim::{RdmaFabric, RdmaHost, RdmaHostConfig};
+use iovirt_core::{CostModel, SimTime};
+use iovirt_drivers::{Placement, QpInit, SendWr, WorkCompletion};
+use iovirt_hca::mr::{Access, MrMode};
+use iovirt_hca::qp::{AddressVector, PathMtu, QpAttr, QpState, QpType};
+use iovirt_hca::wqe::{Remote, Sge, WqeFlags, WqeOpcode};
+use iovirt_hca::{Cqn, Mkey, Pdn, Qpn};
+
+/// One end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct End {
+    pub host: usize,
+    pub guest: usize,
+    pub pd: Pdn,
+    pub cq: Cqn,
+    pub qpn: Qpn,
+}
+
+pub fn fabric(guests_per_host: usize, config: RdmaHostConfig) -> RdmaFabric {
+    let cost = CostModel::default();
+    let mut hosts = [0u8, 1].map(|i| RdmaHost::new(i, config, cost).unwrap());
+    for h in &mut hosts {
+        for _ in 0..guests_per_host {
+            h.add_vm(16 << 20, Placement::Contiguous).unwrap();
+        }
+    }
+    RdmaFabric::new(hosts, LinkConfig::from_cost(&cost, 4096))
+}
+
+/// Creates PD, CQ and a QP of `qp_type` for a guest.
+pub fn endpoint(f: &mut RdmaFabric, host: usize, guest: usize, qp_type: QpType) -> End {
+    let h = &mut f.hosts[host];
+    let (pd, cq, qpn) = h
+        .with_guest(guest, |d, bus| {
+            let pd = d.alloc_pd(bus).unwrap();
+            let cq = d.create_cq(bus, 8).unwrap();
+            let qpn = d
+                .create_qp(
+                    bus,
+                    QpInit {
+                        qp_type,
+                        pd,
+                        send_cq: cq,
+                        recv_cq: cq,
+                        log_sq: 7,
+                        log_rq: 7,
+                    },
+                )
+                .unwrap();
+            (pd, cq, qpn)
+        })
+        .unwrap();
+    h.guests[guest].cqs.push(cq);
+    End {
+        host,
+        guest,
+        pd,
+        cq,
+        qpn,
+    }
+}
+
+/// Brings `a` to RTS connected to `b` (RC or UC).
+pub fn connect_one(f: &mut RdmaFabric, a: End, b: End, mtu: PathMtu, min_rnr_timer: u8) {
+    let peer = &f.hosts[b.host].guests[b.guest];
+    let av = AddressVector {
+        dmac: peer.mac,
+        dip: peer.ip,
+    };
+    let rc = f.hosts[a.host].guests[a.guest].driver.qp_type(a.qpn) == Some(QpType::Rc);
+    f.hosts[a.host]
+        .with_guest(a.guest, |d, bus| {
+            d.modify_qp(
+                bus,
+                a.qpn,
+                QpState::Init,
+                QpAttr {
+                    access: Some(if rc {
+                        Access::REMOTE_WRITE | Access::REMOTE_READ
+                    } else {
+                        Access::REMOTE_WRITE
+                    }),
+                    ..QpAttr::default()
+                },
+            )
+            .unwrap();
+            d.modify_qp(
+                bus,
+                a.qpn,
+                QpState::Rtr,
+                QpAttr {
+                    dest_qpn: Some(b.qpn),
+                    av: Some(av),
+                    path_mtu: Some(mtu),
+                    rq_psn: Some(100),
+                    min_rnr_timer: Some(min_rnr_timer),
+                    ..QpAttr::default()
+                },
+            )
+            .unwrap();
+            d.modify_qp(
+                bus,
+                a.qpn,
+                QpState::Rts,
+                QpAttr {
+                    sq_psn: Some(100),
+                    timeout: Some(10),
+                    retry_cnt: Some(7),
+                    rnr_retry: Some(7),
+                    ..QpAttr::default()
+                },
+            )
+            .unwrap();
+        })
+        .unwrap();
+}
+
+/// A connected pair from host 0 guest `g0` to host 1 guest `g1`.
+pub fn pair(f: &mut RdmaFabric, g0: usize, g1: usize, qp_type: QpType, mtu: PathMtu) -> (End, End) {
+    let a = endpoint(f, 0, g0, qp_type);
+    let b = endpoint(f, 1, g1, qp_type);
+    connect_one(f, a, b, mtu, 1);
+    connect_one(f, b, a, mtu, 1);
+    (a, b)
+}
+
+/// Allocates application memory of `len` bytes, filled with `fill`
+/// (populated), registered with `access` in `mode`.
+pub fn buffer(f: &mut RdmaFabric, e: End, len: u64, access: Access, mode: MrMode, fill: Option<&[u8]>) -> (u64, Mkey) {
+    f.hosts[e.host]
+        .with_guest(e.guest, |d, bus| {
+            let va = d.app_alloc(bus, len, fill.is_some() || mode == MrMode::Pinned).unwrap();
+            if let Some(data) = fill {
+                d.app_write(bus, va, data).unwrap();
+            }
+            let key = d.reg_mr(bus, e.pd, va, len, access, mode).unwrap();
+            (va, key)
+        })
+        .unwrap()
+}
+
+pub fn read_app(f: &mut RdmaFabric, e: End, va: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    f.hosts[e.host]
+        .with_guest(e.guest, |d, bus| d.app_read(bus, va, &mut out).unwrap())
+        .unwrap();
+    out
+}
+
+pub fn post_send(f: &mut RdmaFabric, e: End, wr: SendWr) {
+    f.hosts[e.host]
+        .with_guest(e.guest, |d, bus| d.post_send(bus, e.qpn, &wr).unwrap())
+        .unwrap();
+}
+
+pub fn post_recv(f: &mut RdmaFabric, e: End, wr_id: u64, sge: Sge) {
+    f.hosts[e.host]
+        .with_guest(e.guest, |d, bus| d.post_recv(bus, e.qpn, wr_id, &[sge]).unwrap())
+        .unwrap();
+}
+
+pub fn write_wr(wr_id: u64, local: (u64, Mkey), len: u32, remote: (u64, Mkey)) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode: WqeOpcode::RdmaWrite,
+        flags: WqeFlags::SIGNALED,
+        imm: 0,
+        remote: Remote::Rdma {
+            va: remote.0,
+            rkey: remote.1,
+        },
+        sges: [
+            Some(Sge {
+                addr: local.0,
+                length: len,
+                lkey: local.1,
+            }),
+            None,
+        ],
+    }
+}
+
+/// Runs the fabric until nothing is left to do (or `limit_ns` of virtual time).
+pub fn settle(f: &mut RdmaFabric, limit_ns: u64) {
+    let until = f.now + iovirt_core::SimDuration::from_nanos(limit_ns);
+    f.run_until(until, &mut |_, _| {});
+}
+
+/// Completions of host `h`, guest `g`, taken.
+pub fn completions(f: &mut RdmaFabric, h: usize, g: usize) -> Vec<(SimTime, WorkCompletion)> {
+    let mut out = Vec::new();
+    f.hosts[h].completions.retain(|&(t, gi, wc)| {
+        if gi == g {
+            out.push((t, wc));
+            false
+        } else {
+            true
+        }
+    });
+    out
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
