@@ -16,15 +16,32 @@ fn rc_rdma_write_lands_byte_exact_through_both_stages() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(10_000, 7);
-    let src = buffer(&mut f, a, 10_000, Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(&mut f, b, 10_000, Access::LOCAL_WRITE | Access::REMOTE_WRITE, MrMode::Pinned, None);
+    let src = buffer(
+        &mut f,
+        a,
+        10_000,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&data),
+    );
+    let dst = buffer(
+        &mut f,
+        b,
+        10_000,
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+        MrMode::Pinned,
+        None,
+    );
     post_send(&mut f, a, write_wr(42, src, 10_000, dst));
     settle(&mut f, 10_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0, 10_000), data);
+    assert_bytes(&read_app(&mut f, b, dst.0, 10_000), &data);
     let done = completions(&mut f, 0, 0);
     assert_eq!(done.len(), 1, "{done:?}");
     let wc = done[0].1;
-    assert_eq!((wc.wr_id, wc.status, wc.opcode, wc.byte_len), (42, CqeStatus::Success, CqeOpcode::RdmaWrite, 10_000));
+    assert_eq!(
+        (wc.wr_id, wc.status, wc.opcode, wc.byte_len),
+        (42, CqeStatus::Success, CqeOpcode::RdmaWrite, 10_000)
+    );
     // 10 packets of 1024 B (the last 784 B) went one way, at least one ACK back.
     let s0 = f.hosts[0].hca.stats();
     assert_eq!(s0.tx_payload_bytes.get(), 10_000);
@@ -51,7 +68,14 @@ fn rc_send_with_immediate_spans_packets_into_one_receive() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(5000, 3);
-    let src = buffer(&mut f, a, 5000, Access::empty(), MrMode::Pinned, Some(&data));
+    let src = buffer(
+        &mut f,
+        a,
+        5000,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&data),
+    );
     let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE, MrMode::Pinned, None);
     post_recv(&mut f, b, 7, sge(dst, 8192));
     post_send(
@@ -67,13 +91,20 @@ fn rc_send_with_immediate_spans_packets_into_one_receive() {
         },
     );
     settle(&mut f, 10_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0, 5000), data);
+    assert_bytes(&read_app(&mut f, b, dst.0, 5000), &data);
     let rx = completions(&mut f, 1, 0);
     assert_eq!(rx.len(), 1);
     let wc = rx[0].1;
     assert_eq!(
         (wc.wr_id, wc.opcode, wc.status, wc.byte_len, wc.imm, wc.qpn),
-        (7, CqeOpcode::Recv, CqeStatus::Success, 5000, Some(0xfeed_f00d), b.qpn)
+        (
+            7,
+            CqeOpcode::Recv,
+            CqeStatus::Success,
+            5000,
+            Some(0xfeed_f00d),
+            b.qpn
+        )
     );
     let tx = completions(&mut f, 0, 0);
     assert_eq!((tx[0].1.wr_id, tx[0].1.status), (9, CqeStatus::Success));
@@ -86,7 +117,14 @@ fn rc_rdma_read_fetches_remote_bytes() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu2048);
     let data = pattern(6000, 11);
-    let remote = buffer(&mut f, b, 6000, Access::REMOTE_READ, MrMode::Pinned, Some(&data));
+    let remote = buffer(
+        &mut f,
+        b,
+        6000,
+        Access::REMOTE_READ,
+        MrMode::Pinned,
+        Some(&data),
+    );
     let local = buffer(&mut f, a, 6000, Access::LOCAL_WRITE, MrMode::Pinned, None);
     post_send(
         &mut f,
@@ -104,7 +142,7 @@ fn rc_rdma_read_fetches_remote_bytes() {
         },
     );
     settle(&mut f, 10_000_000);
-    assert_eq!(read_app(&mut f, a, local.0, 6000), data);
+    assert_bytes(&read_app(&mut f, a, local.0, 6000), &data);
     let tx = completions(&mut f, 0, 0);
     assert_eq!(
         (tx.len(), tx[0].1.opcode, tx[0].1.status, tx[0].1.byte_len),
@@ -121,14 +159,21 @@ fn rdma_write_with_immediate_consumes_a_receive() {
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(100, 5);
     let src = buffer(&mut f, a, 100, Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(&mut f, b, 4096, Access::LOCAL_WRITE | Access::REMOTE_WRITE, MrMode::Pinned, None);
+    let dst = buffer(
+        &mut f,
+        b,
+        4096,
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+        MrMode::Pinned,
+        None,
+    );
     post_recv(&mut f, b, 55, sge(dst, 0x10));
     let mut wr = write_wr(3, src, 100, (dst.0 + 64, dst.1));
     wr.opcode = WqeOpcode::RdmaWriteImm;
     wr.imm = 0x1234;
     post_send(&mut f, a, wr);
     settle(&mut f, 10_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0 + 64, 100), data);
+    assert_bytes(&read_app(&mut f, b, dst.0 + 64, 100), &data);
     let rx = completions(&mut f, 1, 0);
     assert_eq!(
         (rx[0].1.wr_id, rx[0].1.opcode, rx[0].1.imm, rx[0].1.byte_len),
@@ -142,18 +187,35 @@ fn refused_write(remote_access: Access, rkey_offset: u32, va_offset: u64, len: u
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(len as usize, 1);
-    let src = buffer(&mut f, a, u64::from(len), Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(&mut f, b, 4096, remote_access, MrMode::Pinned, Some(&[0u8; 4096]));
+    let src = buffer(
+        &mut f,
+        a,
+        u64::from(len),
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&data),
+    );
+    let dst = buffer(
+        &mut f,
+        b,
+        4096,
+        remote_access,
+        MrMode::Pinned,
+        Some(&[0u8; 4096]),
+    );
     let rkey = iovirt_hca::Mkey(dst.1.0 + rkey_offset);
     post_send(&mut f, a, write_wr(1, src, len, (dst.0 + va_offset, rkey)));
     settle(&mut f, 10_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0, 4096), vec![0u8; 4096], "not a byte written");
+    assert_bytes(&read_app(&mut f, b, dst.0, 4096), &vec![0u8; 4096]);
     let tx = completions(&mut f, 0, 0);
     assert_eq!(tx.len(), 1);
     assert_eq!(tx[0].1.status, CqeStatus::RemoteAccessError);
     assert_eq!(f.hosts[1].hca.stats().naks_sent.get(), 1);
     assert_eq!(f.hosts[1].hca.stats().rx_payload_bytes.get(), 0);
-    assert_eq!(f.hosts[0].hca.qp(a.qpn).unwrap().state, iovirt_hca::qp::QpState::Err);
+    assert_eq!(
+        f.hosts[0].hca.qp(a.qpn).unwrap().state,
+        iovirt_hca::qp::QpState::Err
+    );
     let _ = b;
 }
 
@@ -200,7 +262,7 @@ fn send_without_a_receive_is_rnr_nakked_then_delivered_once_one_is_posted() {
     assert!(completions(&mut f, 0, 0).is_empty());
     post_recv(&mut f, b, 2, sge(dst, 1024));
     settle(&mut f, 1_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0, 700), data);
+    assert_bytes(&read_app(&mut f, b, dst.0, 700), &data);
     assert_eq!(completions(&mut f, 0, 0)[0].1.status, CqeStatus::Success);
     assert_eq!(completions(&mut f, 1, 0)[0].1.byte_len, 700);
 }
@@ -210,8 +272,22 @@ fn a_lost_packet_is_nakked_and_resent() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(8192, 2);
-    let src = buffer(&mut f, a, 8192, Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE | Access::REMOTE_WRITE, MrMode::Pinned, None);
+    let src = buffer(
+        &mut f,
+        a,
+        8192,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&data),
+    );
+    let dst = buffer(
+        &mut f,
+        b,
+        8192,
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+        MrMode::Pinned,
+        None,
+    );
     // Drop the third data packet once.
     let mut seen = 0;
     f.set_loss(Box::new(move |dir, _| {
@@ -224,7 +300,7 @@ fn a_lost_packet_is_nakked_and_resent() {
     }));
     post_send(&mut f, a, write_wr(1, src, 8192, dst));
     settle(&mut f, 10_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0, 8192), data);
+    assert_bytes(&read_app(&mut f, b, dst.0, 8192), &data);
     assert_eq!(f.lost, 1);
     let s1 = f.hosts[1].hca.stats();
     assert_eq!(s1.seq_naks_sent.get(), 1, "one NAK for the gap");
@@ -238,7 +314,14 @@ fn a_lost_ack_times_out_and_the_duplicate_is_re_acked() {
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(512, 4);
     let src = buffer(&mut f, a, 512, Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(&mut f, b, 512, Access::LOCAL_WRITE | Access::REMOTE_WRITE, MrMode::Pinned, None);
+    let dst = buffer(
+        &mut f,
+        b,
+        512,
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+        MrMode::Pinned,
+        None,
+    );
     let mut acks = 0;
     f.set_loss(Box::new(move |dir, _| {
         if dir == 1 {
@@ -250,7 +333,7 @@ fn a_lost_ack_times_out_and_the_duplicate_is_re_acked() {
     }));
     post_send(&mut f, a, write_wr(1, src, 512, dst));
     settle(&mut f, 100_000_000);
-    assert_eq!(read_app(&mut f, b, dst.0, 512), data);
+    assert_bytes(&read_app(&mut f, b, dst.0, 512), &data);
     assert_eq!(f.hosts[0].hca.stats().timeouts.get(), 1);
     assert_eq!(f.hosts[1].hca.stats().duplicates.get(), 1);
     let tx = completions(&mut f, 0, 0);
@@ -263,8 +346,22 @@ fn a_lost_ack_times_out_and_the_duplicate_is_re_acked() {
 fn retries_run_out_when_the_peer_is_gone() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
-    let src = buffer(&mut f, a, 64, Access::empty(), MrMode::Pinned, Some(&[1; 64]));
-    let dst = buffer(&mut f, b, 64, Access::LOCAL_WRITE | Access::REMOTE_WRITE, MrMode::Pinned, None);
+    let src = buffer(
+        &mut f,
+        a,
+        64,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&[1; 64]),
+    );
+    let dst = buffer(
+        &mut f,
+        b,
+        64,
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+        MrMode::Pinned,
+        None,
+    );
     f.set_loss(Box::new(|dir, _| dir == 0));
     post_send(&mut f, a, write_wr(1, src, 64, dst));
     settle(&mut f, 1_000_000_000);
@@ -284,16 +381,47 @@ fn ud_sends_check_the_qkey() {
         f.hosts[e.host]
             .with_guest(e.guest, |d, bus| {
                 use iovirt_hca::qp::{QpAttr, QpState};
-                d.modify_qp(bus, e.qpn, QpState::Init, QpAttr { qkey: Some(qkey), ..QpAttr::default() }).unwrap();
-                d.modify_qp(bus, e.qpn, QpState::Rtr, QpAttr::default()).unwrap();
-                d.modify_qp(bus, e.qpn, QpState::Rts, QpAttr { sq_psn: Some(0), ..QpAttr::default() }).unwrap();
+                d.modify_qp(
+                    bus,
+                    e.qpn,
+                    QpState::Init,
+                    QpAttr {
+                        qkey: Some(qkey),
+                        ..QpAttr::default()
+                    },
+                )
+                .unwrap();
+                d.modify_qp(bus, e.qpn, QpState::Rtr, QpAttr::default())
+                    .unwrap();
+                d.modify_qp(
+                    bus,
+                    e.qpn,
+                    QpState::Rts,
+                    QpAttr {
+                        sq_psn: Some(0),
+                        ..QpAttr::default()
+                    },
+                )
+                .unwrap();
             })
             .unwrap();
     }
     let peer = &f.hosts[1].guests[0];
-    let av = iovirt_hca::qp::AddressVector { dmac: peer.mac, dip: peer.ip };
-    let ah = f.hosts[0].with_guest(0, |d, bus| d.create_ah(bus, av).unwrap()).unwrap();
-    let src = buffer(&mut f, a, 256, Access::empty(), MrMode::Pinned, Some(&pattern(256, 8)));
+    let av = iovirt_hca::qp::AddressVector {
+        dmac: peer.mac,
+        dip: peer.ip,
+    };
+    let ah = f.hosts[0]
+        .with_guest(0, |d, bus| d.create_ah(bus, av).unwrap())
+        .unwrap();
+    let src = buffer(
+        &mut f,
+        a,
+        256,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&pattern(256, 8)),
+    );
     let dst = buffer(&mut f, b, 1024, Access::LOCAL_WRITE, MrMode::Pinned, None);
     post_recv(&mut f, b, 1, sge(dst, 512));
     post_recv(&mut f, b, 2, sge((dst.0 + 512, dst.1), 512));
@@ -306,7 +434,11 @@ fn ud_sends_check_the_qkey() {
                 opcode: WqeOpcode::Send,
                 flags: WqeFlags::SIGNALED,
                 imm: 0,
-                remote: Remote::Ud { ah, dest_qpn: b.qpn, qkey },
+                remote: Remote::Ud {
+                    ah,
+                    dest_qpn: b.qpn,
+                    qkey,
+                },
                 sges: [Some(sge(src, 256)), None],
             },
         );
@@ -314,8 +446,11 @@ fn ud_sends_check_the_qkey() {
     settle(&mut f, 1_000_000);
     let rx = completions(&mut f, 1, 0);
     assert_eq!(rx.len(), 1, "the wrong Q_Key is dropped");
-    assert_eq!((rx[0].1.wr_id, rx[0].1.byte_len, rx[0].1.src_qp), (1, 256, a.qpn.raw()));
-    assert_eq!(read_app(&mut f, b, dst.0, 256), pattern(256, 8));
+    assert_eq!(
+        (rx[0].1.wr_id, rx[0].1.byte_len, rx[0].1.src_qp),
+        (1, 256, a.qpn.raw())
+    );
+    assert_bytes(&read_app(&mut f, b, dst.0, 256), &pattern(256, 8));
     assert_eq!(f.hosts[1].hca.stats().rx_dropped.get(), 1);
     // UD sends complete once sent.
     assert_eq!(completions(&mut f, 0, 0).len(), 2);
@@ -325,8 +460,22 @@ fn ud_sends_check_the_qkey() {
 fn uc_drops_a_message_with_a_lost_packet_and_carries_on() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Uc, PathMtu::Mtu1024);
-    let src = buffer(&mut f, a, 8192, Access::empty(), MrMode::Pinned, Some(&pattern(8192, 6)));
-    let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE | Access::REMOTE_WRITE, MrMode::Pinned, Some(&[0; 8192]));
+    let src = buffer(
+        &mut f,
+        a,
+        8192,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&pattern(8192, 6)),
+    );
+    let dst = buffer(
+        &mut f,
+        b,
+        8192,
+        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+        MrMode::Pinned,
+        Some(&[0; 8192]),
+    );
     post_recv(&mut f, b, 1, sge(dst, 4096));
     post_recv(&mut f, b, 2, sge((dst.0 + 4096, dst.1), 4096));
     let mut n = 0;
@@ -354,6 +503,9 @@ fn uc_drops_a_message_with_a_lost_packet_and_carries_on() {
     // The first message lost its second packet; the second went into the
     // first receive WQE, which the abandoned message gave back.
     assert_eq!((rx[0].1.wr_id, rx[0].1.byte_len), (1, 3000));
-    assert_eq!(read_app(&mut f, b, dst.0, 3000), pattern(3000, 6));
-    assert_eq!(f.hosts[0].hca.qp(a.qpn).unwrap().state, iovirt_hca::qp::QpState::Rts);
+    assert_bytes(&read_app(&mut f, b, dst.0, 3000), &pattern(3000, 6));
+    assert_eq!(
+        f.hosts[0].hca.qp(a.qpn).unwrap().state,
+        iovirt_hca::qp::QpState::Rts
+    );
 }

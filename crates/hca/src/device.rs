@@ -430,14 +430,12 @@ impl Hca {
             .filter(|c| c.function == f)
             .ok_or(CmdError::BadResource)?
             .clone();
-        let first = va - va % MR_PAGE_SIZE;
-        let span = (pages.len() as u64).checked_mul(MR_PAGE_SIZE);
-        let fits = span.is_some_and(|s| {
-            pages.is_empty() || ctx.contains(first.max(ctx.start), s.min(ctx.length))
-        }) && ctx.contains(va, 1);
-        if !fits {
+        // The first page must be the region's; each entry's page is
+        // checked against the region's page span below.
+        if !ctx.contains(va, 1) {
             return Err(CmdError::BadParam("va"));
         }
+        let first = va - va % MR_PAGE_SIZE;
         let mut filled = 0u64;
         let mut cleared = 0u64;
         let func = self.functions.get_mut(&f).ok_or(CmdError::BadResource)?;

@@ -294,6 +294,7 @@ impl RdmaHost {
             }
         });
         due.sort_by_key(|&(t, _)| t);
+        self.hca.advance_to(now);
         for (_, s) in due {
             match s {
                 Service::Guest(i, pf) => {

@@ -133,10 +133,19 @@ pub fn pair(f: &mut RdmaFabric, g0: usize, g1: usize, qp_type: QpType, mtu: Path
 
 /// Allocates application memory of `len` bytes, filled with `fill`
 /// (populated), registered with `access` in `mode`.
-pub fn buffer(f: &mut RdmaFabric, e: End, len: u64, access: Access, mode: MrMode, fill: Option<&[u8]>) -> (u64, Mkey) {
+pub fn buffer(
+    f: &mut RdmaFabric,
+    e: End,
+    len: u64,
+    access: Access,
+    mode: MrMode,
+    fill: Option<&[u8]>,
+) -> (u64, Mkey) {
     f.hosts[e.host]
         .with_guest(e.guest, |d, bus| {
-            let va = d.app_alloc(bus, len, fill.is_some() || mode == MrMode::Pinned).unwrap();
+            let va = d
+                .app_alloc(bus, len, fill.is_some() || mode == MrMode::Pinned)
+                .unwrap();
             if let Some(data) = fill {
                 d.app_write(bus, va, data).unwrap();
             }
@@ -162,7 +171,9 @@ pub fn post_send(f: &mut RdmaFabric, e: End, wr: SendWr) {
 
 pub fn post_recv(f: &mut RdmaFabric, e: End, wr_id: u64, sge: Sge) {
     f.hosts[e.host]
-        .with_guest(e.guest, |d, bus| d.post_recv(bus, e.qpn, wr_id, &[sge]).unwrap())
+        .with_guest(e.guest, |d, bus| {
+            d.post_recv(bus, e.qpn, wr_id, &[sge]).unwrap()
+        })
         .unwrap();
 }
 
@@ -208,5 +219,27 @@ pub fn completions(f: &mut RdmaFabric, h: usize, g: usize) -> Vec<(SimTime, Work
 }
 
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Asserts two byte strings are equal, naming the first difference.
+#[track_caller]
+pub fn assert_bytes(actual: &[u8], expected: &[u8]) {
+    if actual != expected {
+        let at = actual
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(actual.len().min(expected.len()));
+        panic!(
+            "bytes differ at {at} of {} (lengths {} and {}): {:?} vs {:?}",
+            expected.len(),
+            actual.len(),
+            expected.len(),
+            &actual[at..(at + 8).min(actual.len())],
+            &expected[at..(at + 8).min(expected.len())]
+        );
+    }
 }

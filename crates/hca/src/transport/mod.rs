@@ -221,6 +221,12 @@ impl Hca {
         true
     }
 
+    /// Moves the HCA's clock to `now` (commands carry no time: a platform
+    /// that runs a driver's command at `now` says so first).
+    pub fn advance_to(&mut self, now: SimTime) {
+        self.now = self.now.max(now);
+    }
+
     pub(crate) fn count_bad_doorbell(&mut self) {
         self.stats.bad_doorbells.inc();
     }

@@ -394,21 +394,59 @@ impl Hca {
         if d < 0 {
             self.stats.duplicates.inc();
             if op == Opcode::RC_RDMA_READ_REQUEST {
-                // A duplicate READ is answered again, from memory.
-                if let Some(reth) = pkt.headers.reth {
-                    r.reads.retain(|x| x.psn != psn);
-                    push_bounded(
-                        &mut r.reads,
-                        MAX_READS,
-                        ReadResponse {
-                            psn,
-                            rkey: Mkey(reth.rkey),
-                            va: reth.va,
-                            len: reth.dma_len,
-                            sent: 0,
-                        },
-                    );
+                // A duplicate READ is answered again, from memory, after
+                // the same checks as the first time (a peer could name any
+                // key in a "duplicate").
+                let mtu = qp.ctx.path_mtu.bytes();
+                let allowed = qp.ctx.access.contains(Access::REMOTE_READ);
+                let Some(reth) = pkt.headers.reth.filter(|_| allowed) else {
+                    qp.stats.rx_dropped.inc();
+                    self.stats.rx_dropped.inc();
+                    return;
+                };
+                let checked = self.region_access(qpn).is_some_and(|a| {
+                    a.mpt
+                        .check(
+                            Mkey(reth.rkey),
+                            a.function,
+                            a.pd,
+                            reth.va,
+                            u64::from(reth.dma_len),
+                            Access::REMOTE_READ,
+                        )
+                        .is_ok()
+                });
+                let Some(qp) = self.qps.get_mut(&qpn) else {
+                    return;
+                };
+                if !checked {
+                    qp.stats.rx_dropped.inc();
+                    self.stats.rx_dropped.inc();
+                    return;
                 }
+                // The requester goes back to `psn`: responses from there on
+                // are sent again, so queued ones at or after it go.
+                let r = &mut qp.resp;
+                r.reads.retain_mut(|x| {
+                    let d = psn.diff(x.psn);
+                    if d <= 0 {
+                        return false;
+                    }
+                    let keep = (d as u32).saturating_mul(mtu);
+                    x.len = x.len.min(keep);
+                    x.sent < x.len
+                });
+                push_bounded(
+                    &mut r.reads,
+                    MAX_READS,
+                    ReadResponse {
+                        psn,
+                        rkey: Mkey(reth.rkey),
+                        va: reth.va,
+                        len: reth.dma_len,
+                        sent: 0,
+                    },
+                );
             } else {
                 let last = r.epsn.add(Psn::MODULUS - 1);
                 r.queue(ACK, last);
