@@ -137,10 +137,7 @@ fn swap_out_after_use_invalidates_the_cached_translation() {
     );
     settle(&mut f, 10_000_000);
     assert_eq!(f.hosts[1].hca.stats().host_page_faults.get(), 1);
-    assert_bytes(
-        &read_app(&mut f, b, dst.0, 1024),
-        &pattern(4096, 1)[..1024],
-    );
+    assert_bytes(&read_app(&mut f, b, dst.0, 1024), &pattern(4096, 1)[..1024]);
 }
 
 #[test]

@@ -7,9 +7,12 @@
 //! stalled QP never holds up another), [`Hca::receive`] takes a frame off
 //! the wire, and [`Hca::run_timers`] fires the transport and RNR timers due.
 
+mod ack;
 mod dma;
+mod reply;
 mod requester;
 mod responder;
+mod unreliable;
 
 use std::collections::VecDeque;
 

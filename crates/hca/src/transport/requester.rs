@@ -13,34 +13,31 @@ use crate::device::Hca;
 use crate::ids::{Mkey, Qpn};
 use crate::mr::Access;
 use crate::qp::{QpContext, QpState, QpType};
-use crate::wire::{
-    AethSyndrome, BthRepr, Deth, NakCode, Opcode, Operation, Position, Psn, Reth, RnrTimer,
-    RocePacket, transport_timeout_ns,
-};
+use crate::wire::{BthRepr, Deth, Opcode, Position, Psn, Reth, transport_timeout_ns};
 use crate::wqe::{Remote, SendWqe, SendWqeLayout, WQE_STRIDE, WqeFlags, WqeOpcode};
 
 /// A send WQE between fetch and completion.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InFlight {
     /// The WQE counter.
-    index: u16,
-    wqe: SendWqe,
+    pub(super) index: u16,
+    pub(super) wqe: SendWqe,
     /// PSN of the first packet (READ: of the request and first response).
-    first_psn: Psn,
+    pub(super) first_psn: Psn,
     /// PSNs the message uses.
-    npkts: u32,
+    pub(super) npkts: u32,
     /// RDMA READ: response bytes placed.
-    read_bytes: u32,
+    pub(super) read_bytes: u32,
     /// Acknowledged (READ: every response placed).
-    done: bool,
+    pub(super) done: bool,
 }
 
 impl InFlight {
-    fn last_psn(&self) -> Psn {
+    pub(super) fn last_psn(&self) -> Psn {
         self.first_psn.add(self.npkts.saturating_sub(1))
     }
 
-    fn holds(&self, psn: Psn) -> bool {
+    pub(super) fn holds(&self, psn: Psn) -> bool {
         let d = psn.diff(self.first_psn);
         d >= 0 && (d as u32) < self.npkts
     }
@@ -49,34 +46,34 @@ impl InFlight {
 /// A fault the requester waits on (gathering a request, or placing a
 /// READ response): no NAK goes out, the QP just waits.
 #[derive(Debug, Clone, Copy)]
-struct Stall {
-    token: u32,
-    mkey: Mkey,
-    since: SimTime,
+pub(super) struct Stall {
+    pub(super) token: u32,
+    pub(super) mkey: Mkey,
+    pub(super) since: SimTime,
 }
 
 /// The requester half of a QP.
 #[derive(Debug, Clone)]
 pub(crate) struct Requester {
-    inflight: VecDeque<InFlight>,
-    cap: usize,
+    pub(super) inflight: VecDeque<InFlight>,
+    pub(super) cap: usize,
     /// The counter of the next WQE to fetch.
-    next_fetch: u16,
+    pub(super) next_fetch: u16,
     /// Index into `inflight` of the message being sent.
-    cur: usize,
+    pub(super) cur: usize,
     /// Bytes of it already sent.
-    cur_offset: u32,
+    pub(super) cur_offset: u32,
     /// The next PSN to send.
-    psn: Psn,
+    pub(super) psn: Psn,
     /// Packets sent and not acknowledged exist.
     pub(crate) started: bool,
-    retry_left: u8,
-    rnr_left: u8,
-    deadline: Option<SimTime>,
-    rnr_until: Option<SimTime>,
-    stall: Option<Stall>,
+    pub(super) retry_left: u8,
+    pub(super) rnr_left: u8,
+    pub(super) deadline: Option<SimTime>,
+    pub(super) rnr_until: Option<SimTime>,
+    pub(super) stall: Option<Stall>,
     /// The highest PSN sent so far.
-    max_sent: Option<Psn>,
+    pub(super) max_sent: Option<Psn>,
 }
 
 impl Requester {
@@ -99,11 +96,11 @@ impl Requester {
     }
 
     /// Whether `psn` was sent before (a retransmission).
-    fn is_resend(&self, psn: Psn) -> bool {
+    pub(super) fn is_resend(&self, psn: Psn) -> bool {
         self.max_sent.is_some_and(|m| psn.diff(m) <= 0)
     }
 
-    fn note_sent(&mut self, psn: Psn) {
+    pub(super) fn note_sent(&mut self, psn: Psn) {
         if !self.is_resend(psn) {
             self.max_sent = Some(psn);
         }
@@ -148,7 +145,7 @@ impl Requester {
 
     /// Rewinds to resend from `psn` (go-back-N); `false` if no message
     /// holds it.
-    fn rewind(&mut self, psn: Psn, mtu: u32) -> bool {
+    pub(super) fn rewind(&mut self, psn: Psn, mtu: u32) -> bool {
         let Some(i) = self.inflight.iter().position(|w| !w.done && w.holds(psn)) else {
             return false;
         };
@@ -172,7 +169,7 @@ impl Requester {
 }
 
 /// The wire opcode of packet `pos` of a message.
-fn request_opcode(t: QpType, op: WqeOpcode, pos: Position) -> Opcode {
+pub(super) fn request_opcode(t: QpType, op: WqeOpcode, pos: Position) -> Opcode {
     use Position::*;
     let base = match (op, pos) {
         (WqeOpcode::Send | WqeOpcode::SendImm, First) => 0x00,
@@ -197,7 +194,7 @@ fn request_opcode(t: QpType, op: WqeOpcode, pos: Position) -> Opcode {
 }
 
 /// The completion opcode of a send WQE.
-fn send_cqe_opcode(op: WqeOpcode) -> CqeOpcode {
+pub(super) fn send_cqe_opcode(op: WqeOpcode) -> CqeOpcode {
     match op {
         WqeOpcode::Send | WqeOpcode::SendImm => CqeOpcode::Send,
         WqeOpcode::RdmaWrite | WqeOpcode::RdmaWriteImm => CqeOpcode::RdmaWrite,
@@ -224,7 +221,7 @@ impl Hca {
     }
 
     /// Reads the next posted send WQE into the in-flight list.
-    fn fetch_wqe(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> bool {
+    pub(super) fn fetch_wqe(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> bool {
         let gvmi = self.qp_gvmi(qpn);
         let Some(qp) = self.qps.get_mut(&qpn) else {
             return false;
@@ -308,7 +305,7 @@ impl Hca {
 
     /// A send failed locally: RC and UC QPs go to the error state, UD to
     /// the send-queue error state.
-    fn send_error(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) {
+    pub(super) fn send_error(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) {
         let ud = self
             .qps
             .get(&qpn)
@@ -323,7 +320,7 @@ impl Hca {
     }
 
     /// Builds and sends the packet at the requester's position.
-    fn send_request_packet(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> bool {
+    pub(super) fn send_request_packet(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> bool {
         let Some(qp) = self.qps.get(&qpn) else {
             return false;
         };
@@ -508,7 +505,13 @@ impl Hca {
     /// A gather missed: a protection error fails the WQE; a fault stalls
     /// the QP until it is resumed (seed 001, paragraph 0062: no NAK, the
     /// data waits in local memory).
-    fn gather_miss(&mut self, qpn: Qpn, w: InFlight, miss: Miss, env: &mut HcaEnv<'_>) -> bool {
+    pub(super) fn gather_miss(
+        &mut self,
+        qpn: Qpn,
+        w: InFlight,
+        miss: Miss,
+        env: &mut HcaEnv<'_>,
+    ) -> bool {
         match miss {
             Miss::Fault { mkey, .. } => {
                 if let Some((token, _)) = self.raise_fault(qpn, miss, AccessKind::Read, env)
@@ -536,7 +539,7 @@ impl Hca {
     }
 
     /// Completes WQE `index` with an error and moves the QP to its error state.
-    fn fail_wqe(
+    pub(super) fn fail_wqe(
         &mut self,
         qpn: Qpn,
         index: u16,
@@ -567,7 +570,7 @@ impl Hca {
     }
 
     /// Completes the finished WQEs at the head, in order.
-    fn retire(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) {
+    pub(super) fn retire(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) {
         loop {
             let Some(qp) = self.qps.get_mut(&qpn) else {
                 return;
@@ -599,303 +602,6 @@ impl Hca {
                 };
                 self.complete(cq, cqe, env);
             }
-        }
-    }
-
-    /// Handles an ACK, NAK or READ response for `qpn`.
-    pub(crate) fn requester_receive(
-        &mut self,
-        qpn: Qpn,
-        pkt: &RocePacket<'_>,
-        env: &mut HcaEnv<'_>,
-    ) {
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return;
-        };
-        if qp.ctx.qp_type != QpType::Rc || !matches!(qp.ctx.state, QpState::Rts | QpState::Sqe) {
-            qp.stats.rx_dropped.inc();
-            self.stats.rx_dropped.inc();
-            return;
-        }
-        let psn = pkt.headers.bth.psn;
-        let op = pkt.headers.bth.opcode;
-        if op.operation() == Some(Operation::RdmaReadResponse) {
-            self.read_response(qpn, pkt, env);
-            return;
-        }
-        let Some(aeth) = pkt.headers.aeth else {
-            return;
-        };
-        match aeth.syndrome {
-            AethSyndrome::Ack { .. } => {
-                self.acknowledge(qpn, psn, env);
-                if let Some(q) = self.qps.get_mut(&qpn)
-                    && q.req.rnr_until.is_some()
-                {
-                    // Seed 001, paragraph 0060: an unsolicited ACK after an
-                    // RNR NAK means the responder is ready; retry at once.
-                    q.req.rnr_until = None;
-                    let mtu = q.ctx.path_mtu.bytes();
-                    q.req.rewind(psn.add(1), mtu);
-                }
-            }
-            AethSyndrome::RnrNak { timer } => self.rnr_nak(qpn, psn, timer, env),
-            AethSyndrome::Nak(NakCode::PsnSequenceError) => {
-                self.stats.naks_received.inc();
-                self.acknowledge(qpn, psn.add(Psn::MODULUS - 1), env);
-                if let Some(q) = self.qps.get_mut(&qpn) {
-                    let mtu = q.ctx.path_mtu.bytes();
-                    q.req.rewind(psn, mtu);
-                }
-            }
-            AethSyndrome::Nak(code) => {
-                self.stats.naks_received.inc();
-                self.acknowledge(qpn, psn.add(Psn::MODULUS - 1), env);
-                let status = match code {
-                    NakCode::RemoteAccessError => CqeStatus::RemoteAccessError,
-                    NakCode::InvalidRequest => CqeStatus::RemoteInvalidRequest,
-                    _ => CqeStatus::RemoteOperationalError,
-                };
-                let failed = self.qps.get(&qpn).and_then(|q| {
-                    q.req
-                        .inflight
-                        .iter()
-                        .find(|w| !w.done && w.holds(psn))
-                        .copied()
-                });
-                if let Some(w) = failed {
-                    self.fail_wqe(qpn, w.index, w.wqe.opcode, status, env);
-                }
-            }
-            AethSyndrome::Reserved(_) => {}
-        }
-    }
-
-    /// Marks every message whose last PSN is at or before `psn` acknowledged.
-    fn acknowledge(&mut self, qpn: Qpn, psn: Psn, env: &mut HcaEnv<'_>) {
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return;
-        };
-        let r = &mut qp.req;
-        let mut progressed = false;
-        for (i, w) in r.inflight.iter_mut().enumerate() {
-            // Only messages already sent in full can be acknowledged; a READ
-            // completes by its responses, never by an ACK.
-            if i >= r.cur || psn.diff(w.last_psn()) < 0 {
-                break;
-            }
-            if w.wqe.opcode == WqeOpcode::RdmaRead && !w.done {
-                break;
-            }
-            if !w.done {
-                w.done = true;
-                progressed = true;
-            }
-        }
-        if progressed {
-            r.retry_left = qp.ctx.retry_cnt;
-            r.rnr_left = qp.ctx.rnr_retry;
-            r.deadline = transport_timeout_ns(qp.ctx.timeout)
-                .filter(|_| r.cur > 0)
-                .map(|t| env.now + SimDuration::from_nanos(t));
-        }
-        self.retire(qpn, env);
-    }
-
-    fn rnr_nak(&mut self, qpn: Qpn, psn: Psn, timer: RnrTimer, env: &mut HcaEnv<'_>) {
-        self.stats.rnr_naks_received.inc();
-        self.acknowledge(qpn, psn.add(Psn::MODULUS - 1), env);
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return;
-        };
-        qp.stats.rnr_naks_received.inc();
-        let infinite = qp.ctx.rnr_retry == 7;
-        if !infinite && qp.req.rnr_left == 0 {
-            let failed = qp
-                .req
-                .inflight
-                .iter()
-                .find(|w| !w.done && w.holds(psn))
-                .copied();
-            if let Some(w) = failed {
-                self.fail_wqe(qpn, w.index, w.wqe.opcode, CqeStatus::RnrRetryExceeded, env);
-            }
-            return;
-        }
-        if !infinite {
-            qp.req.rnr_left -= 1;
-        }
-        let mtu = qp.ctx.path_mtu.bytes();
-        qp.req.rewind(psn, mtu);
-        qp.req.deadline = None;
-        qp.req.rnr_until = Some(env.now + SimDuration::from_nanos(timer.to_ns()));
-    }
-
-    /// Places a READ response into the oldest outstanding READ.
-    fn read_response(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) {
-        let psn = pkt.headers.bth.psn;
-        let Some(qp) = self.qps.get(&qpn) else {
-            return;
-        };
-        let mtu = qp.ctx.path_mtu.bytes();
-        let Some(w) = qp
-            .req
-            .inflight
-            .iter()
-            .take(qp.req.cur)
-            .find(|w| w.wqe.opcode == WqeOpcode::RdmaRead && !w.done)
-            .copied()
-        else {
-            self.drop_at(qpn);
-            return;
-        };
-        // Responses arrive in order; anything else waits for the timer.
-        let expected = w.first_psn.add(w.read_bytes / mtu);
-        let total = w.wqe.length() as u32;
-        let n = pkt.payload.len() as u32;
-        let last = matches!(
-            pkt.headers.bth.opcode.position(),
-            Some(Position::Last | Position::Only)
-        );
-        let size_ok = if last {
-            w.read_bytes + n == total
-        } else {
-            n == mtu && w.read_bytes + n < total
-        };
-        if psn != expected || !size_ok {
-            self.drop_at(qpn);
-            return;
-        }
-        // Earlier messages are implicitly acknowledged by a response.
-        self.acknowledge(qpn, w.first_psn.add(Psn::MODULUS - 1), env);
-        let Some(access) = self.region_access(qpn) else {
-            return;
-        };
-        let mut skip = u64::from(w.read_bytes);
-        let mut done = 0usize;
-        let mut miss = None;
-        for sge in w.wqe.sges() {
-            if done >= pkt.payload.len() {
-                break;
-            }
-            let len = u64::from(sge.length);
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let k = ((len - skip) as usize).min(pkt.payload.len() - done);
-            let Some(piece) = pkt.payload.get(done..done + k) else {
-                break;
-            };
-            if let Err(m) = access.copy(
-                env.mem,
-                sge.lkey,
-                sge.addr.wrapping_add(skip),
-                Access::LOCAL_WRITE,
-                Dir::Write(piece),
-            ) {
-                miss = Some(m);
-                break;
-            }
-            done += k;
-            skip = 0;
-        }
-        match miss {
-            Some(m @ Miss::Fault { mkey, .. }) => {
-                // Drop the response; the READ is asked again from here once
-                // the page is back.
-                if let Some((token, _)) = self.raise_fault(qpn, m, AccessKind::Write, env)
-                    && let Some(q) = self.qps.get_mut(&qpn)
-                {
-                    q.req.stall = Some(Stall {
-                        token,
-                        mkey,
-                        since: env.now,
-                    });
-                    q.req.deadline = None;
-                    q.req.rewind(psn, mtu);
-                }
-            }
-            Some(m) => {
-                log::debug!("hca: {qpn} READ response placement refused: {m:?}");
-                self.fail_wqe(
-                    qpn,
-                    w.index,
-                    w.wqe.opcode,
-                    CqeStatus::LocalProtectionError,
-                    env,
-                );
-            }
-            None => {
-                let Some(q) = self.qps.get_mut(&qpn) else {
-                    return;
-                };
-                q.stats.rx_payload_bytes.add(u64::from(n));
-                self.stats.rx_payload_bytes.add(u64::from(n));
-                if let Some(x) = q.req.inflight.iter_mut().find(|x| x.index == w.index) {
-                    x.read_bytes += n;
-                    if last {
-                        x.done = true;
-                    }
-                }
-                q.req.retry_left = q.ctx.retry_cnt;
-                if last {
-                    self.retire(qpn, env);
-                }
-            }
-        }
-    }
-
-    fn drop_at(&mut self, qpn: Qpn) {
-        self.stats.rx_dropped.inc();
-        if let Some(q) = self.qps.get_mut(&qpn) {
-            q.stats.rx_dropped.inc();
-        }
-    }
-
-    /// The transport or RNR timer of `qpn` fired.
-    pub(crate) fn requester_timer(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) {
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return;
-        };
-        let mtu = qp.ctx.path_mtu.bytes();
-        if qp.req.rnr_until.is_some_and(|t| t <= env.now) {
-            // RNR wait over: resend from the NAKed packet (rewound already).
-            qp.req.rnr_until = None;
-            return;
-        }
-        if qp.req.deadline.is_none_or(|t| t > env.now) {
-            return;
-        }
-        qp.req.deadline = None;
-        qp.stats.timeouts.inc();
-        self.stats.timeouts.inc();
-        let Some(w) = qp.req.inflight.iter().find(|w| !w.done).copied() else {
-            return;
-        };
-        if qp.req.retry_left == 0 {
-            self.fail_wqe(qpn, w.index, w.wqe.opcode, CqeStatus::RetryExceeded, env);
-            return;
-        }
-        qp.req.retry_left -= 1;
-        let from = if w.wqe.opcode == WqeOpcode::RdmaRead {
-            w.first_psn.add(w.read_bytes / mtu)
-        } else {
-            w.first_psn
-        };
-        qp.req.rewind(from, mtu);
-    }
-
-    /// Resumes a requester stalled on fault `token`.
-    pub(crate) fn resume_requester(&mut self, qpn: Qpn, token: u32, now: SimTime) {
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return;
-        };
-        if let Some(s) = qp.req.stall.filter(|s| s.token == token) {
-            qp.stats
-                .fault_wait_ns
-                .add(now.saturating_since(s.since).as_nanos());
-            qp.req.stall = None;
         }
     }
 }

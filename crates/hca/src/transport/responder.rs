@@ -14,72 +14,69 @@ use crate::cqe::{Cqe, CqeOpcode, CqeStatus};
 use crate::device::Hca;
 use crate::ids::{Mkey, Qpn};
 use crate::mr::Access;
-use crate::qp::{AddressVector, QpState, QpType};
-use crate::wire::{
-    Aeth, AethSyndrome, BthRepr, NakCode, Opcode, Operation, Position, Psn, RnrTimer, RoceHeaders,
-    RocePacket,
-};
+use crate::qp::{QpState, QpType};
+use crate::wire::{AethSyndrome, NakCode, Opcode, Operation, Position, Psn, RnrTimer, RocePacket};
 use crate::wqe::{RecvWqe, RecvWqeLayout, WQE_STRIDE};
 
 /// RDMA READs a responder queues (IB's max_dest_rd_atomic).
-const MAX_READS: usize = 16;
+pub(super) const MAX_READS: usize = 16;
 
 /// A SEND being placed into a receive WQE.
 #[derive(Debug, Clone, Copy)]
-struct RecvInProgress {
-    wqe: RecvWqe,
-    index: u16,
-    offset: u32,
+pub(super) struct RecvInProgress {
+    pub(super) wqe: RecvWqe,
+    pub(super) index: u16,
+    pub(super) offset: u32,
 }
 
 /// An RDMA WRITE being placed.
 #[derive(Debug, Clone, Copy)]
-struct WriteInProgress {
-    rkey: Mkey,
-    va: u64,
-    total: u32,
-    offset: u32,
+pub(super) struct WriteInProgress {
+    pub(super) rkey: Mkey,
+    pub(super) va: u64,
+    pub(super) total: u32,
+    pub(super) offset: u32,
 }
 
 /// An RDMA READ being answered.
 #[derive(Debug, Clone, Copy)]
-struct ReadResponse {
-    psn: Psn,
-    rkey: Mkey,
-    va: u64,
-    len: u32,
-    sent: u32,
+pub(super) struct ReadResponse {
+    pub(super) psn: Psn,
+    pub(super) rkey: Mkey,
+    pub(super) va: u64,
+    pub(super) len: u32,
+    pub(super) sent: u32,
 }
 
 /// The responder's wait on a page fault.
 #[derive(Debug, Clone, Copy)]
-struct Suspended {
-    token: u32,
-    mkey: Mkey,
-    since: SimTime,
+pub(super) struct Suspended {
+    pub(super) token: u32,
+    pub(super) mkey: Mkey,
+    pub(super) since: SimTime,
     /// The RNR timer code sent (or `None` when the packet was held).
-    rnr: Option<RnrTimer>,
+    pub(super) rnr: Option<RnrTimer>,
 }
 
 /// The responder half of a QP.
 #[derive(Debug, Clone)]
 pub(crate) struct Responder {
-    epsn: Psn,
-    msn: u32,
-    recv: Option<RecvInProgress>,
-    write: Option<WriteInProgress>,
+    pub(super) epsn: Psn,
+    pub(super) msn: u32,
+    pub(super) recv: Option<RecvInProgress>,
+    pub(super) write: Option<WriteInProgress>,
     /// A sequence NAK went out for the current expected PSN.
-    nak_sent: bool,
-    fault: Option<Suspended>,
+    pub(super) nak_sent: bool,
+    pub(super) fault: Option<Suspended>,
     /// A READ response stalled on a local fault.
-    read_stall: Option<Suspended>,
-    reads: VecDeque<ReadResponse>,
+    pub(super) read_stall: Option<Suspended>,
+    pub(super) reads: VecDeque<ReadResponse>,
     /// ACK (or NAK) to send: syndrome and PSN.
-    pending: VecDeque<(AethSyndrome, Psn)>,
+    pub(super) pending: VecDeque<(AethSyndrome, Psn)>,
     /// Packets held during a short fault (seed 004).
-    held: VecDeque<Vec<u8>>,
+    pub(super) held: VecDeque<Vec<u8>>,
     /// The fault is resolved: replay `held`.
-    replay: bool,
+    pub(super) replay: bool,
 }
 
 impl Responder {
@@ -121,7 +118,7 @@ impl Responder {
             .map(|s| s.mkey)
     }
 
-    fn queue(&mut self, syndrome: AethSyndrome, psn: Psn) {
+    pub(super) fn queue(&mut self, syndrome: AethSyndrome, psn: Psn) {
         // A newer ACK replaces an older queued one: ACKs are cumulative.
         if matches!(syndrome, AethSyndrome::Ack { .. })
             && let Some(last) = self.pending.back_mut()
@@ -134,12 +131,12 @@ impl Responder {
     }
 }
 
-const ACK: AethSyndrome = AethSyndrome::Ack {
+pub(super) const ACK: AethSyndrome = AethSyndrome::Ack {
     credits: AethSyndrome::UNLIMITED_CREDITS,
 };
 
 /// What placing a packet came to.
-enum Placed {
+pub(super) enum Placed {
     Done,
     /// NAK with this code and move the QP to error.
     Nak(NakCode),
@@ -150,181 +147,6 @@ enum Placed {
 }
 
 impl Hca {
-    /// Headers for a packet of `qpn`'s function to `av`.
-    pub(crate) fn headers_for(
-        &self,
-        f: crate::ids::FunctionId,
-        av: AddressVector,
-        qpn: Qpn,
-        bth: BthRepr,
-    ) -> RoceHeaders {
-        let mut h = RoceHeaders::new(bth);
-        if let Some(func) = self.functions.get(&f) {
-            h.src_mac = func.config.mac;
-            h.src_ip = func.config.ip.into();
-        }
-        h.dst_mac = av.dmac;
-        h.dst_ip = av.dip.into();
-        // RoCEv2 spreads flows over ECMP paths by UDP source port.
-        h.udp_src_port = 0xc000 | (qpn.raw() as u16 & 0x3fff);
-        h
-    }
-
-    /// Sends a queued ACK/NAK or the next READ response packet of `qpn`.
-    pub(crate) fn responder_step(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> bool {
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return false;
-        };
-        if !matches!(qp.ctx.state, QpState::Rtr | QpState::Rts | QpState::Sqe) {
-            return false;
-        }
-        if let Some((syndrome, psn)) = qp.resp.pending.pop_front() {
-            let msn = qp.resp.msn;
-            self.send_ack(qpn, syndrome, psn, msn, env);
-            return true;
-        }
-        if qp.resp.read_stall.is_some() || qp.ctx.state == QpState::Rtr {
-            return false;
-        }
-        let Some(rd) = qp.resp.reads.front().copied() else {
-            return false;
-        };
-        self.send_read_response(qpn, rd, env)
-    }
-
-    fn send_ack(
-        &mut self,
-        qpn: Qpn,
-        syndrome: AethSyndrome,
-        psn: Psn,
-        msn: u32,
-        env: &mut HcaEnv<'_>,
-    ) {
-        let Some(qp) = self.qps.get(&qpn) else {
-            return;
-        };
-        let bth = BthRepr::new(Opcode::RC_ACKNOWLEDGE, qp.ctx.dest_qpn.raw(), psn);
-        let mut h = self.headers_for(qp.ctx.function, qp.ctx.av, qpn, bth);
-        h.aeth = Some(Aeth {
-            syndrome,
-            msn: msn & 0xff_ffff,
-        });
-        self.emit(qpn, &h, &[], env);
-        match syndrome {
-            AethSyndrome::RnrNak { .. } => {
-                self.stats.rnr_naks_sent.inc();
-                if let Some(q) = self.qps.get_mut(&qpn) {
-                    q.stats.rnr_naks_sent.inc();
-                }
-            }
-            AethSyndrome::Nak(NakCode::PsnSequenceError) => {
-                self.stats.seq_naks_sent.inc();
-                if let Some(q) = self.qps.get_mut(&qpn) {
-                    q.stats.seq_naks_sent.inc();
-                }
-            }
-            AethSyndrome::Nak(_) => self.stats.naks_sent.inc(),
-            _ => {}
-        }
-    }
-
-    /// Puts a packet with `payload` on the wire.
-    fn emit(&mut self, qpn: Qpn, h: &RoceHeaders, payload: &[u8], env: &mut HcaEnv<'_>) {
-        let mut frame = std::mem::take(&mut self.frame);
-        match h.emit(payload, &mut frame) {
-            Ok(()) => {
-                env.wire.send(&frame);
-                self.stats.tx_packets.inc();
-                if let Some(q) = self.qps.get_mut(&qpn) {
-                    q.stats.tx_packets.inc();
-                }
-            }
-            Err(e) => log::warn!("hca: {qpn} could not emit {:?}: {e}", h.bth.opcode),
-        }
-        self.frame = frame;
-    }
-
-    fn send_read_response(&mut self, qpn: Qpn, rd: ReadResponse, env: &mut HcaEnv<'_>) -> bool {
-        let Some(qp) = self.qps.get(&qpn) else {
-            return false;
-        };
-        let mtu = qp.ctx.path_mtu.bytes();
-        let n = (rd.len - rd.sent).min(mtu);
-        let first = rd.sent == 0;
-        let last = rd.sent + n >= rd.len;
-        let opcode = match (first, last) {
-            (true, true) => Opcode::RC_RDMA_READ_RESPONSE_ONLY,
-            (true, false) => Opcode::RC_RDMA_READ_RESPONSE_FIRST,
-            (false, true) => Opcode::RC_RDMA_READ_RESPONSE_LAST,
-            (false, false) => Opcode::RC_RDMA_READ_RESPONSE_MIDDLE,
-        };
-        let psn = rd.psn.add(rd.sent / mtu);
-        let bth = BthRepr::new(opcode, qp.ctx.dest_qpn.raw(), psn);
-        let mut h = self.headers_for(qp.ctx.function, qp.ctx.av, qpn, bth);
-        if opcode.has_aeth() {
-            h.aeth = Some(Aeth {
-                syndrome: ACK,
-                msn: qp.resp.msn & 0xff_ffff,
-            });
-        }
-        let mut payload = std::mem::take(&mut self.scratch);
-        payload.clear();
-        payload.resize(n as usize, 0);
-        let copied = match self.region_access(qpn) {
-            Some(a) => a.copy(
-                env.mem,
-                rd.rkey,
-                rd.va.wrapping_add(u64::from(rd.sent)),
-                Access::REMOTE_READ,
-                Dir::Read(&mut payload),
-            ),
-            None => Ok(iovirt_core::Cost::ZERO),
-        };
-        match copied {
-            Ok(_) => {
-                self.emit(qpn, &h, &payload, env);
-                self.scratch = payload;
-                self.stats.tx_payload_bytes.add(u64::from(n));
-                if let Some(q) = self.qps.get_mut(&qpn) {
-                    q.stats.tx_payload_bytes.add(u64::from(n));
-                    if let Some(front) = q.resp.reads.front_mut() {
-                        front.sent += n;
-                        if front.sent >= front.len {
-                            q.resp.reads.pop_front();
-                        }
-                    }
-                }
-                true
-            }
-            Err(m @ Miss::Fault { mkey, .. }) => {
-                self.scratch = payload;
-                // Paragraph 0062: the data waits in local memory; the
-                // requester just sees the response later. No NAK.
-                if let Some((token, _)) = self.raise_fault(qpn, m, AccessKind::Read, env)
-                    && let Some(q) = self.qps.get_mut(&qpn)
-                {
-                    q.resp.read_stall = Some(Suspended {
-                        token,
-                        mkey,
-                        since: env.now,
-                        rnr: None,
-                    });
-                }
-                false
-            }
-            Err(m) => {
-                self.scratch = payload;
-                log::debug!("hca: {qpn} READ response refused after the check: {m:?}");
-                if let Some(q) = self.qps.get_mut(&qpn) {
-                    q.resp.reads.pop_front();
-                    q.resp
-                        .queue(AethSyndrome::Nak(NakCode::RemoteAccessError), psn);
-                }
-                false
-            }
-        }
-    }
-
     /// Handles a request packet for `qpn`.
     pub(crate) fn responder_receive(
         &mut self,
@@ -348,7 +170,13 @@ impl Hca {
         }
     }
 
-    fn rc_request(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, frame: &[u8], env: &mut HcaEnv<'_>) {
+    pub(super) fn rc_request(
+        &mut self,
+        qpn: Qpn,
+        pkt: &RocePacket<'_>,
+        frame: &[u8],
+        env: &mut HcaEnv<'_>,
+    ) {
         let hold_cap = self.config.hold_buffer_packets;
         let held_total: usize = self.qps.values().map(|q| q.resp.held.len()).sum();
         let Some(qp) = self.qps.get_mut(&qpn) else {
@@ -495,7 +323,14 @@ impl Hca {
     }
 
     /// Seed 001 FIG. 4 (steps 124-130) with seed 004's choice of mode.
-    fn responder_fault(&mut self, qpn: Qpn, m: Miss, psn: Psn, frame: &[u8], env: &mut HcaEnv<'_>) {
+    pub(super) fn responder_fault(
+        &mut self,
+        qpn: Qpn,
+        m: Miss,
+        psn: Psn,
+        frame: &[u8],
+        env: &mut HcaEnv<'_>,
+    ) {
         let Miss::Fault { mkey, .. } = m else {
             return;
         };
@@ -582,7 +417,7 @@ impl Hca {
     }
 
     /// Places a request in order at the expected PSN.
-    fn place(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) -> Placed {
+    pub(super) fn place(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) -> Placed {
         let Some(qp) = self.qps.get(&qpn) else {
             return Placed::Done;
         };
@@ -739,7 +574,7 @@ impl Hca {
         }
     }
 
-    fn count_rx(&mut self, qpn: Qpn, n: u32) {
+    pub(super) fn count_rx(&mut self, qpn: Qpn, n: u32) {
         self.stats.rx_payload_bytes.add(u64::from(n));
         if let Some(q) = self.qps.get_mut(&qpn) {
             q.stats.rx_payload_bytes.add(u64::from(n));
@@ -747,7 +582,11 @@ impl Hca {
     }
 
     /// Reads the receive WQE at the responder's consumer index.
-    fn fetch_recv(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) -> Option<Result<RecvWqe, ()>> {
+    pub(super) fn fetch_recv(
+        &mut self,
+        qpn: Qpn,
+        env: &mut HcaEnv<'_>,
+    ) -> Option<Result<RecvWqe, ()>> {
         let gvmi = self.qp_gvmi(qpn);
         let qp = self.qps.get(&qpn)?;
         if qp.rq_ci == qp.rq_pi {
@@ -765,7 +604,12 @@ impl Hca {
     }
 
     /// Places a SEND packet (RC or UC) into the current receive WQE.
-    fn place_send(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) -> Placed {
+    pub(super) fn place_send(
+        &mut self,
+        qpn: Qpn,
+        pkt: &RocePacket<'_>,
+        env: &mut HcaEnv<'_>,
+    ) -> Placed {
         let Some(qp) = self.qps.get(&qpn) else {
             return Placed::Done;
         };
@@ -822,7 +666,7 @@ impl Hca {
     }
 
     /// Copies `data` into a receive WQE's scatter list at `offset`.
-    fn scatter(
+    pub(super) fn scatter(
         &mut self,
         qpn: Qpn,
         wqe: &RecvWqe,
@@ -860,7 +704,7 @@ impl Hca {
     }
 
     /// Completes the receive WQE of `cur` and consumes it.
-    fn finish_recv(
+    pub(super) fn finish_recv(
         &mut self,
         qpn: Qpn,
         cur: RecvInProgress,
@@ -886,69 +730,5 @@ impl Hca {
             solicited: pkt.headers.bth.solicited,
         };
         self.complete(cq, cqe, env);
-    }
-
-    /// UC: no ACKs; a gap or a fault drops the message in progress.
-    fn uc_request(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) {
-        let Some(qp) = self.qps.get_mut(&qpn) else {
-            return;
-        };
-        let psn = pkt.headers.bth.psn;
-        let pos = pkt.headers.bth.opcode.position();
-        if psn != qp.resp.epsn {
-            // Lost packets: abandon the message in progress; resynchronise
-            // on the next first or only packet.
-            qp.resp.write = None;
-            if let Some(c) = qp.resp.recv.take() {
-                qp.rq_ci = c.index;
-            }
-            if !matches!(pos, Some(Position::First | Position::Only)) {
-                qp.resp.epsn = psn.add(1);
-                qp.stats.rx_dropped.inc();
-                self.stats.rx_dropped.inc();
-                return;
-            }
-        }
-        qp.resp.epsn = psn.add(1);
-        match self.place(qpn, pkt, env) {
-            Placed::Done => {}
-            Placed::Fault(m) => {
-                // Paragraph 0062: unreliable service drops until serviced.
-                self.raise_fault(qpn, m, AccessKind::Write, env);
-                self.uc_drop(qpn);
-            }
-            Placed::Nak(_) | Placed::NoRecvWqe => self.uc_drop(qpn),
-        }
-    }
-
-    fn uc_drop(&mut self, qpn: Qpn) {
-        if let Some(q) = self.qps.get_mut(&qpn) {
-            q.resp.write = None;
-            if let Some(c) = q.resp.recv.take() {
-                q.rq_ci = c.index;
-            }
-            q.stats.rx_dropped.inc();
-        }
-        self.stats.rx_dropped.inc();
-    }
-
-    /// UD: one SEND per packet, checked against the Q_Key.
-    fn ud_request(&mut self, qpn: Qpn, pkt: &RocePacket<'_>, env: &mut HcaEnv<'_>) {
-        let Some(qp) = self.qps.get(&qpn) else {
-            return;
-        };
-        let qkey_ok = pkt.headers.deth.is_some_and(|d| d.qkey == qp.ctx.qkey);
-        if !qkey_ok || qp.resp.recv.is_some() {
-            self.uc_drop(qpn);
-            return;
-        }
-        match self.place_send(qpn, pkt, env) {
-            Placed::Done => {}
-            Placed::Fault(m) => {
-                self.raise_fault(qpn, m, AccessKind::Write, env);
-                self.uc_drop(qpn);
-            }
-            Placed::Nak(_) | Placed::NoRecvWqe => self.uc_drop(qpn),
-        }
     }
 }
