@@ -467,3 +467,176 @@ impl RdmaFabric {
         }
     }
 }
+
+/// One end of a connection: a guest's PD, CQ and QP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QpEnd {
+    /// The host (0 or 1).
+    pub host: usize,
+    /// The guest on it.
+    pub guest: usize,
+    /// Its protection domain.
+    pub pd: iovirt_hca::Pdn,
+    /// Its CQ (sends and receives).
+    pub cq: Cqn,
+    /// The QP.
+    pub qpn: iovirt_hca::Qpn,
+}
+
+/// The attributes a connection is brought up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectAttrs {
+    /// Path MTU.
+    pub mtu: iovirt_hca::qp::PathMtu,
+    /// The responder's RNR timer code.
+    pub min_rnr_timer: u8,
+    /// Transport timeout exponent.
+    pub timeout: u8,
+    /// Transport retries.
+    pub retry_cnt: u8,
+    /// RNR retries (7: infinite).
+    pub rnr_retry: u8,
+    /// First PSN both ways.
+    pub psn: u32,
+}
+
+impl Default for ConnectAttrs {
+    fn default() -> ConnectAttrs {
+        ConnectAttrs {
+            mtu: iovirt_hca::qp::PathMtu::Mtu1024,
+            min_rnr_timer: 1,
+            timeout: 10,
+            retry_cnt: 7,
+            rnr_retry: 7,
+            psn: 100,
+        }
+    }
+}
+
+fn hca_err(what: &str) -> impl Fn(iovirt_drivers::VerbsError) -> PlatformError + '_ {
+    move |e| PlatformError::Hca(format!("{what}: {e}"))
+}
+
+impl RdmaFabric {
+    /// A PD, a CQ of 2^`log_cq` entries (polled by the platform) and a QP
+    /// of `qp_type` with 2^`log_wq` WQEs per queue, for guest `guest` of
+    /// host `host`.
+    pub fn endpoint(
+        &mut self,
+        host: usize,
+        guest: usize,
+        qp_type: iovirt_hca::qp::QpType,
+        log_wq: u8,
+        log_cq: u8,
+    ) -> Result<QpEnd, PlatformError> {
+        let h = self
+            .hosts
+            .get_mut(host)
+            .ok_or_else(|| PlatformError::Hca("no such host".into()))?;
+        let (pd, cq, qpn) = h
+            .with_guest(guest, |d, bus| -> Result<_, PlatformError> {
+                let pd = d.alloc_pd(bus).map_err(hca_err("alloc_pd"))?;
+                let cq = d.create_cq(bus, log_cq).map_err(hca_err("create_cq"))?;
+                let qpn = d
+                    .create_qp(
+                        bus,
+                        iovirt_drivers::QpInit {
+                            qp_type,
+                            pd,
+                            send_cq: cq,
+                            recv_cq: cq,
+                            log_sq: log_wq,
+                            log_rq: log_wq,
+                        },
+                    )
+                    .map_err(hca_err("create_qp"))?;
+                Ok((pd, cq, qpn))
+            })
+            .ok_or_else(|| PlatformError::Hca("no such guest".into()))??;
+        if let Some(g) = h.guests.get_mut(guest) {
+            g.cqs.push(cq);
+        }
+        Ok(QpEnd {
+            host,
+            guest,
+            pd,
+            cq,
+            qpn,
+        })
+    }
+
+    /// Brings `a` (RC or UC) to RTS connected to `b`.
+    pub fn connect_one(
+        &mut self,
+        a: QpEnd,
+        b: QpEnd,
+        attrs: ConnectAttrs,
+    ) -> Result<(), PlatformError> {
+        use iovirt_hca::mr::Access;
+        use iovirt_hca::qp::{AddressVector, QpAttr, QpState, QpType};
+        let peer = self
+            .hosts
+            .get(b.host)
+            .and_then(|h| h.guests.get(b.guest))
+            .ok_or_else(|| PlatformError::Hca("no such guest".into()))?;
+        let av = AddressVector {
+            dmac: peer.mac,
+            dip: peer.ip,
+        };
+        let h = self
+            .hosts
+            .get_mut(a.host)
+            .ok_or_else(|| PlatformError::Hca("no such host".into()))?;
+        let rc = h.guests.get(a.guest).and_then(|g| g.driver.qp_type(a.qpn)) == Some(QpType::Rc);
+        let access = if rc {
+            Access::REMOTE_WRITE | Access::REMOTE_READ
+        } else {
+            Access::REMOTE_WRITE
+        };
+        h.with_guest(a.guest, |d, bus| -> Result<(), PlatformError> {
+            let init = QpAttr {
+                access: Some(access),
+                ..QpAttr::default()
+            };
+            d.modify_qp(bus, a.qpn, QpState::Init, init)
+                .map_err(hca_err("INIT"))?;
+            let rtr = QpAttr {
+                dest_qpn: Some(b.qpn),
+                av: Some(av),
+                path_mtu: Some(attrs.mtu),
+                rq_psn: Some(attrs.psn),
+                min_rnr_timer: Some(attrs.min_rnr_timer),
+                ..QpAttr::default()
+            };
+            d.modify_qp(bus, a.qpn, QpState::Rtr, rtr)
+                .map_err(hca_err("RTR"))?;
+            let rts = QpAttr {
+                sq_psn: Some(attrs.psn),
+                timeout: Some(attrs.timeout),
+                retry_cnt: Some(attrs.retry_cnt),
+                rnr_retry: Some(attrs.rnr_retry),
+                ..QpAttr::default()
+            };
+            d.modify_qp(bus, a.qpn, QpState::Rts, rts)
+                .map_err(hca_err("RTS"))
+        })
+        .ok_or_else(|| PlatformError::Hca("no such guest".into()))?
+    }
+
+    /// A connected pair of `qp_type` between guest `g0` of host 0 and guest
+    /// `g1` of host 1.
+    pub fn connect_pair(
+        &mut self,
+        g0: usize,
+        g1: usize,
+        qp_type: iovirt_hca::qp::QpType,
+        log_wq: u8,
+        attrs: ConnectAttrs,
+    ) -> Result<(QpEnd, QpEnd), PlatformError> {
+        let a = self.endpoint(0, g0, qp_type, log_wq, log_wq + 1)?;
+        let b = self.endpoint(1, g1, qp_type, log_wq, log_wq + 1)?;
+        self.connect_one(a, b, attrs)?;
+        self.connect_one(b, a, attrs)?;
+        Ok((a, b))
+    }
+}

@@ -5,23 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use iovirt::link::LinkConfig;
-use iovirt::rdma_sim::{RdmaFabric, RdmaHost, RdmaHostConfig};
+use iovirt::rdma_sim::{ConnectAttrs, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig};
 use iovirt_core::{CostModel, SimTime};
-use iovirt_drivers::{Placement, QpInit, SendWr, WorkCompletion};
+use iovirt_drivers::{Placement, SendWr, WorkCompletion};
+use iovirt_hca::Mkey;
 use iovirt_hca::mr::{Access, MrMode};
-use iovirt_hca::qp::{AddressVector, PathMtu, QpAttr, QpState, QpType};
+use iovirt_hca::qp::{PathMtu, QpType};
 use iovirt_hca::wqe::{Remote, Sge, WqeFlags, WqeOpcode};
-use iovirt_hca::{Cqn, Mkey, Pdn, Qpn};
 
 /// One end of a connection.
-#[derive(Debug, Clone, Copy)]
-pub struct End {
-    pub host: usize,
-    pub guest: usize,
-    pub pd: Pdn,
-    pub cq: Cqn,
-    pub qpn: Qpn,
-}
+pub type End = QpEnd;
 
 pub fn fabric(guests_per_host: usize, config: RdmaHostConfig) -> RdmaFabric {
     let cost = CostModel::default();
@@ -36,90 +29,17 @@ pub fn fabric(guests_per_host: usize, config: RdmaHostConfig) -> RdmaFabric {
 
 /// Creates PD, CQ and a QP of `qp_type` for a guest.
 pub fn endpoint(f: &mut RdmaFabric, host: usize, guest: usize, qp_type: QpType) -> End {
-    let h = &mut f.hosts[host];
-    let (pd, cq, qpn) = h
-        .with_guest(guest, |d, bus| {
-            let pd = d.alloc_pd(bus).unwrap();
-            let cq = d.create_cq(bus, 8).unwrap();
-            let qpn = d
-                .create_qp(
-                    bus,
-                    QpInit {
-                        qp_type,
-                        pd,
-                        send_cq: cq,
-                        recv_cq: cq,
-                        log_sq: 7,
-                        log_rq: 7,
-                    },
-                )
-                .unwrap();
-            (pd, cq, qpn)
-        })
-        .unwrap();
-    h.guests[guest].cqs.push(cq);
-    End {
-        host,
-        guest,
-        pd,
-        cq,
-        qpn,
-    }
+    f.endpoint(host, guest, qp_type, 7, 8).unwrap()
 }
 
 /// Brings `a` to RTS connected to `b` (RC or UC).
 pub fn connect_one(f: &mut RdmaFabric, a: End, b: End, mtu: PathMtu, min_rnr_timer: u8) {
-    let peer = &f.hosts[b.host].guests[b.guest];
-    let av = AddressVector {
-        dmac: peer.mac,
-        dip: peer.ip,
+    let attrs = ConnectAttrs {
+        mtu,
+        min_rnr_timer,
+        ..ConnectAttrs::default()
     };
-    let rc = f.hosts[a.host].guests[a.guest].driver.qp_type(a.qpn) == Some(QpType::Rc);
-    f.hosts[a.host]
-        .with_guest(a.guest, |d, bus| {
-            d.modify_qp(
-                bus,
-                a.qpn,
-                QpState::Init,
-                QpAttr {
-                    access: Some(if rc {
-                        Access::REMOTE_WRITE | Access::REMOTE_READ
-                    } else {
-                        Access::REMOTE_WRITE
-                    }),
-                    ..QpAttr::default()
-                },
-            )
-            .unwrap();
-            d.modify_qp(
-                bus,
-                a.qpn,
-                QpState::Rtr,
-                QpAttr {
-                    dest_qpn: Some(b.qpn),
-                    av: Some(av),
-                    path_mtu: Some(mtu),
-                    rq_psn: Some(100),
-                    min_rnr_timer: Some(min_rnr_timer),
-                    ..QpAttr::default()
-                },
-            )
-            .unwrap();
-            d.modify_qp(
-                bus,
-                a.qpn,
-                QpState::Rts,
-                QpAttr {
-                    sq_psn: Some(100),
-                    timeout: Some(10),
-                    retry_cnt: Some(7),
-                    rnr_retry: Some(7),
-                    ..QpAttr::default()
-                },
-            )
-            .unwrap();
-        })
-        .unwrap();
+    f.connect_one(a, b, attrs).unwrap();
 }
 
 /// A connected pair from host 0 guest `g0` to host 1 guest `g1`.
