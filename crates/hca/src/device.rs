@@ -194,6 +194,8 @@ pub struct Hca {
     pub(crate) qps: BTreeMap<Qpn, Qp>,
     pub(crate) stats: HcaStats,
     pub(crate) next_token: u32,
+    /// The QP the transmit scheduler served last.
+    pub(crate) rr_cursor: Option<Qpn>,
     /// The latest virtual time the HCA has seen.
     pub(crate) now: iovirt_core::SimTime,
     /// Reused payload buffer (no allocation per packet).
@@ -216,6 +218,7 @@ impl Hca {
             qps: BTreeMap::new(),
             stats: HcaStats::default(),
             next_token: 1,
+            rr_cursor: None,
             now: iovirt_core::SimTime::ZERO,
             scratch: Vec::with_capacity(4096),
             frame: Vec::with_capacity(4096 + 128),

@@ -25,6 +25,8 @@ pub struct Config {
     pub crossover: crate::crossover::Params,
     /// The `custom` scenario: a host and flows of the user's.
     pub custom: crate::custom::Params,
+    /// The `rdma-odp` scenario.
+    pub rdma_odp: crate::rdma_odp::Params,
 }
 
 /// A field's check: the field's name and what is wrong with it.
@@ -110,7 +112,8 @@ impl Config {
             .map_err(invalid("iotlb_prefetch"))?;
         self.demux.validate().map_err(invalid("demux"))?;
         self.crossover.validate().map_err(invalid("crossover"))?;
-        self.custom.validate().map_err(invalid("custom"))
+        self.custom.validate().map_err(invalid("custom"))?;
+        self.rdma_odp.validate().map_err(invalid("rdma_odp"))
     }
 
     /// The built-in configuration.

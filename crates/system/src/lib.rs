@@ -69,5 +69,6 @@ pub mod host_sim;
 pub mod iotlb_prefetch;
 pub mod link;
 pub mod platform;
+pub mod rdma_odp;
 pub mod rdma_sim;
 pub mod report;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use iovirt::config::{Config, DEFAULT_CONFIG};
-use iovirt::report::{CrossoverReport, CustomReport, DemuxReport, PrefetchReport};
-use iovirt::{crossover, custom, demux, iotlb_prefetch};
+use iovirt::report::{CrossoverReport, CustomReport, DemuxReport, PrefetchReport, RdmaOdpReport};
+use iovirt::{crossover, custom, demux, iotlb_prefetch, rdma_odp};
 
 /// Scenarios this build knows, with one line each.
-const SCENARIOS: [(&str, &str); 4] = [
+const SCENARIOS: [(&str, &str); 5] = [
     (
         "iotlb-prefetch",
         "seed 000: IOTLB misses on the receive critical path, prefetchers off/device/driver/both",
@@ -23,6 +23,10 @@ const SCENARIOS: [(&str, &str); 4] = [
     (
         "crossover",
         "seed 003: VM-to-VM frames on the physical NIC, loopback vs bridge vs crossover",
+    ),
+    (
+        "rdma-odp",
+        "seed 001: RDMA on-demand paging, faults in both stages; other QPs' throughput vs pinned",
     ),
     (
         "custom",
@@ -187,6 +191,19 @@ fn run(
             scenario: "crossover",
             seed: cfg.seed,
             params: cfg.crossover.clone(),
+            cost_model: cfg.cost_model,
+            rows,
+        };
+        tables.push(report.table());
+        values.push(to_json(serde_json::to_value(&report))?);
+    }
+    if selected("rdma-odp") {
+        let rows = rdma_odp::run_tapped(&cfg.rdma_odp, &cfg.cost_model, &mut tap)
+            .map_err(|e| (1, format!("rdma-odp: {e}")))?;
+        let report = RdmaOdpReport {
+            scenario: "rdma-odp",
+            seed: cfg.seed,
+            params: cfg.rdma_odp.clone(),
             cost_model: cfg.cost_model,
             rows,
         };

@@ -428,6 +428,9 @@ impl RdmaFabric {
                     for f in frames {
                         self.pump(to, now, Some(&f), tap);
                     }
+                    // The sender's link has room again: the HCA sends at
+                    // the pace the cable takes its frames.
+                    self.pump(which, now, None, tap);
                 }
                 _ => {
                     let h = which - 2;

@@ -6,7 +6,7 @@ use core::fmt::Write as _;
 use iovirt_core::CostModel;
 use serde::Serialize;
 
-use crate::{crossover, custom, demux, iotlb_prefetch};
+use crate::{crossover, custom, demux, iotlb_prefetch, rdma_odp};
 
 /// Everything one scenario's run produced.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,6 +31,68 @@ pub type DemuxReport = Report<demux::Params, demux::Row>;
 
 /// The `crossover` report.
 pub type CrossoverReport = Report<crossover::Params, crossover::Row>;
+
+/// The `rdma-odp` report.
+pub type RdmaOdpReport = Report<rdma_odp::Params, rdma_odp::Row>;
+
+impl RdmaOdpReport {
+    /// The table: one line per mode, the pinned baseline first.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let p = &self.params;
+        let _ = writeln!(
+            out,
+            "rdma-odp: seed 001, two hosts, {} VMs each x {} RC QPs, {} RDMA WRITEs of {} B per QP; \
+             VM 0's memory faults, the others' never",
+            p.vms, p.qps_per_vm, p.messages, p.message_len
+        );
+        let _ = writeln!(
+            out,
+            "headline: the other QPs' throughput vs the pinned baseline (goal >= 0.95); fatal errors must be 0\n"
+        );
+        let _ = writeln!(
+            out,
+            "{:<15}  {:>9}  {:>9}  {:>9}  {:>7}  {:>7}  {:>7}  {:>8}  {:>8}  {:>6}  {:>6}  {:>9}  {:>9}",
+            "mode",
+            "others/bl",
+            "others Gb",
+            "fault Gb",
+            "g-flt",
+            "h-flt",
+            "RNR",
+            "dropped",
+            "resent",
+            "held",
+            "fatal",
+            "flt->res",
+            "elapsed"
+        );
+        for r in &self.rows {
+            let mode = serde_json::to_value(r.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:<15}  {:>9.3}  {:>9.2}  {:>9.2}  {:>7}  {:>7}  {:>7}  {:>8}  {:>8}  {:>6}  {:>6}  {:>7.0}ns  {:>7.2}ms",
+                mode,
+                r.others_vs_baseline,
+                r.others_gbps,
+                r.faulting_gbps,
+                r.guest_faults,
+                r.host_faults,
+                r.rnr_naks,
+                r.dropped_packets,
+                r.retransmitted_packets,
+                r.held_packets,
+                r.fatal_errors + r.corrupted_messages,
+                r.fault_to_resume_ns,
+                r.elapsed_ns as f64 / 1e6
+            );
+        }
+        out
+    }
+}
 
 /// The `custom` report: the flows, then what the host did.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -73,6 +73,7 @@ fn the_same_seed_gives_the_same_report() {
             (Some("iotlb-prefetch"), Some(7), Some(24)),
             (Some("demux"), Some(7), Some(8)),
             (Some("crossover"), Some(7), Some(6)),
+            (Some("rdma-odp"), Some(7), Some(5)),
             (Some("custom"), None, None)
         ]
     );
@@ -157,7 +158,10 @@ fn user_errors_are_reported() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["iotlb-prefetch", "demux", "crossover", "custom"]);
+    assert_eq!(
+        names,
+        ["iotlb-prefetch", "demux", "crossover", "rdma-odp", "custom"]
+    );
 }
 
 #[test]

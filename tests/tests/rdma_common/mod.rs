@@ -24,7 +24,7 @@ pub fn fabric(guests_per_host: usize, config: RdmaHostConfig) -> RdmaFabric {
             h.add_vm(16 << 20, Placement::Contiguous).unwrap();
         }
     }
-    RdmaFabric::new(hosts, LinkConfig::from_cost(&cost, 4096))
+    RdmaFabric::new(hosts, LinkConfig::from_cost(&cost, 8))
 }
 
 /// Creates PD, CQ and a QP of `qp_type` for a guest.

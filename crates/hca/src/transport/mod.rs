@@ -15,6 +15,7 @@ mod responder;
 mod unreliable;
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 
 use iovirt_core::{Counter, Gvmi, GvmiDma, InterruptSink, MmioDevice, NetworkPort, SimTime, Width};
 use serde::{Deserialize, Serialize};
@@ -241,23 +242,30 @@ impl Hca {
         self.now = self.now.max(env.now);
         self.replay_held(env);
         let mut sent = 0;
-        loop {
-            let mut progress = false;
-            let qpns: Vec<Qpn> = self.qps.keys().copied().collect();
-            for qpn in qpns {
-                if sent >= budget {
-                    return sent;
-                }
-                self.flush_if_error(qpn, env);
-                if self.responder_step(qpn, env) || self.requester_step(qpn, env) {
-                    sent += 1;
-                    progress = true;
-                }
-            }
-            if !progress {
-                return sent;
+        // Round robin from the QP after the last one served, across calls:
+        // with a budget of one packet, every QP still gets its turn.
+        let mut idle = 0usize;
+        while sent < budget && idle < self.qps.len() {
+            let after = self.rr_cursor.map_or(Bound::Unbounded, Bound::Excluded);
+            let next = self
+                .qps
+                .range((after, Bound::Unbounded))
+                .next()
+                .or_else(|| self.qps.iter().next())
+                .map(|(q, _)| *q);
+            let Some(qpn) = next else {
+                break;
+            };
+            self.rr_cursor = Some(qpn);
+            self.flush_if_error(qpn, env);
+            if self.responder_step(qpn, env) || self.requester_step(qpn, env) {
+                sent += 1;
+                idle = 0;
+            } else {
+                idle += 1;
             }
         }
+        sent
     }
 
     /// The earliest time a timer is due.
