@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::Gpa;
 use crate::cost::Cost;
-use crate::dma::DmaFault;
+use crate::dma::{DmaFault, DmaPort as _};
 use crate::page::AccessKind;
 
 /// A guest virtual machine identifier (seed 001): keys the PA2MA tables of
@@ -49,4 +49,36 @@ pub trait GvmiDma {
     /// Checks (and caches) the translation of `pa` for `access` without
     /// moving data: what a device does before it commits to a transfer.
     fn probe(&mut self, gvmi: Gvmi, pa: Gpa, access: AccessKind) -> Result<Cost, DmaFault>;
+}
+
+/// Seed 001's second stage switched off: every GVMI's "physical" address
+/// is the host-physical address. For embedders without an IOMMU and for
+/// examples; faults only outside memory.
+#[derive(Debug)]
+pub struct FlatGvmiDma<'m, M> {
+    mem: &'m mut M,
+}
+
+impl<'m, M: crate::mem::PhysMemory<crate::addr::Hpa>> FlatGvmiDma<'m, M> {
+    /// A port onto `mem`.
+    pub fn new(mem: &'m mut M) -> Self {
+        FlatGvmiDma { mem }
+    }
+}
+
+impl<M: crate::mem::PhysMemory<crate::addr::Hpa>> GvmiDma for FlatGvmiDma<'_, M> {
+    fn dma_read(&mut self, _gvmi: Gvmi, pa: Gpa, buf: &mut [u8]) -> Result<Cost, DmaFault> {
+        crate::dma::PassthroughDma::new(&mut *self.mem)
+            .dma_read(crate::addr::Iova::new(pa.raw()), buf)
+    }
+
+    fn dma_write(&mut self, _gvmi: Gvmi, pa: Gpa, data: &[u8]) -> Result<Cost, DmaFault> {
+        crate::dma::PassthroughDma::new(&mut *self.mem)
+            .dma_write(crate::addr::Iova::new(pa.raw()), data)
+    }
+
+    fn probe(&mut self, _gvmi: Gvmi, pa: Gpa, access: AccessKind) -> Result<Cost, DmaFault> {
+        crate::dma::PassthroughDma::new(&mut *self.mem)
+            .prefetch(crate::addr::Iova::new(pa.raw()), access)
+    }
 }

@@ -86,7 +86,7 @@ pub use event::EventQueue;
 pub use flat_memory::{FlatMemory, MAX_FLAT_MEMORY};
 pub use frame_alloc::{BitmapFrameAllocator, FrameAllocator, FrameError};
 pub use frame_buf::{FrameBuf, FrameQueue};
-pub use gvmi::{Gvmi, GvmiDma};
+pub use gvmi::{FlatGvmiDma, Gvmi, GvmiDma};
 pub use host_memory::{BadMemorySize, HostMemory, MAX_HOST_MEMORY};
 pub use irq::{InterruptSink, Irq};
 pub use mem::{MemError, PhysMemory, check_range};

@@ -16,16 +16,23 @@
 //!   frame, NOP transmit commands that make the NIC warm the translations
 //!   of the next RX descriptor and buffer.
 //!
+//! - [`HcaDriver`]: verbs over one function of an `iovirt-hca` HCA
+//!   (`alloc_pd`, `reg_mr` pinned / on demand / implicit, `advise_mr`,
+//!   `create_cq`, `create_qp`, `modify_qp`, `create_ah`, `post_send`,
+//!   `post_recv`, `poll_cq`), the application's page table, and the
+//!   guest-stage page-fault handler of seed 001 (fill the MTT entry, fault
+//!   the page into the application if it has none, resume).
+//!
 //! ## Not modelled (yet)
 //!
-//! Interrupt-driven operation beyond reading ICR (the driver polls), the
-//! seed's contiguous transmit-buffer allocator API for applications, the
-//! HCA driver.
+//! Interrupt-driven operation beyond reading ICR (the NIC driver polls;
+//! the HCA driver's events are taken by its platform).
 //!
 //! ## Example
 //!
 //! See the end-to-end tests in `tests/tests/nic.rs` of the workspace, which
-//! run two drivers over two NICs behind IOMMUs.
+//! run two drivers over two NICs behind IOMMUs, and `tests/tests/rdma.rs`,
+//! which run two HCA drivers on two hosts.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

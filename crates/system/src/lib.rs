@@ -35,9 +35,16 @@
 //! - [`config`]: what runs, as TOML; the built-in default is
 //!   [`config::DEFAULT_CONFIG`] (`iovirt config` prints it).
 //!
+//! - [`rdma_sim::RdmaHost`] and [`rdma_sim::RdmaFabric`]: hosts whose VMs
+//!   drive their own HCA functions, the VMM servicing host-stage faults,
+//!   two hosts joined by a cable; and the `rdma-odp` scenario
+//!   ([`rdma_odp`], seed 001): pinned vs on-demand memory with faults in
+//!   both stages. Headline: the throughput of the QPs that did not fault,
+//!   next to a pinned baseline.
+//!
 //! ## Not yet
 //!
-//! The HCA (`rdma-odp`); more than two hosts (a switch between their
+//! More than two hosts (a switch between their
 //! physical NICs); the host's own work (copies, remaps,
 //! invalidations) as CPU time on the event loop: the scenarios report it
 //! as the cost model's sum per frame, and in lock-step pacing their traffic

@@ -391,11 +391,11 @@ impl RdmaFabric {
     }
 
     /// Runs both hosts until `until` or until nothing is left to do;
-    /// every frame put on the cable goes to `tap` with its send time.
+    /// every frame the cable delivers goes to `tap` with its arrival time.
     pub fn run_until(&mut self, until: SimTime, tap: &mut dyn FnMut(SimTime, &[u8])) {
         let now = self.now;
         for h in 0..2 {
-            self.pump(h, now, None, tap);
+            self.pump(h, now, None);
         }
         loop {
             let [l0, l1] = &self.links;
@@ -422,22 +422,25 @@ impl RdmaFabric {
                     // A frame from host `which` reaches the other host.
                     let mut frames: Vec<Vec<u8>> = Vec::new();
                     if let Some(link) = self.links.get_mut(which) {
-                        link.deliver_until(now, |_, f| frames.push(f.to_vec()));
+                        link.deliver_until(now, |t, f| {
+                            tap(t, f);
+                            frames.push(f.to_vec());
+                        });
                     }
                     let to = 1 - which;
                     for f in frames {
-                        self.pump(to, now, Some(&f), tap);
+                        self.pump(to, now, Some(&f));
                     }
                     // The sender's link has room again: the HCA sends at
                     // the pace the cable takes its frames.
-                    self.pump(which, now, None, tap);
+                    self.pump(which, now, None);
                 }
                 _ => {
                     let h = which - 2;
                     if let Some(host) = self.hosts.get_mut(h) {
                         host.run_services(now);
                     }
-                    self.pump(h, now, None, tap);
+                    self.pump(h, now, None);
                 }
             }
         }
@@ -445,13 +448,7 @@ impl RdmaFabric {
 
     /// Runs host `h` at `now` (with an arriving frame) and puts what it
     /// sends on its link.
-    fn pump(
-        &mut self,
-        h: usize,
-        now: SimTime,
-        frame: Option<&[u8]>,
-        tap: &mut dyn FnMut(SimTime, &[u8]),
-    ) {
+    fn pump(&mut self, h: usize, now: SimTime, frame: Option<&[u8]>) {
         let (Some(link), Some(host)) = (self.links.get_mut(h), self.hosts.get_mut(h)) else {
             return;
         };
@@ -465,7 +462,6 @@ impl RdmaFabric {
                 self.lost += 1;
                 continue;
             }
-            tap(now, &f);
             let _ = link.send(now, &f);
         }
     }
