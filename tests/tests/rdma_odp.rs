@@ -410,3 +410,59 @@ fn seed_004_short_faults_hold_the_packet_long_ones_rnr_nak() {
     assert_eq!(codes, vec![5]);
     assert_bytes(&read_app(&mut f, b, dst.0, 8192), &pattern(8192, 8));
 }
+
+#[test]
+fn a_send_into_an_on_demand_receive_buffer_faults_and_is_delivered() {
+    let mut f = fabric(1, RdmaHostConfig::default());
+    let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
+    let data = pattern(6000, 41);
+    let src = buffer(
+        &mut f,
+        a,
+        6000,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&data),
+    );
+    let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE, MrMode::OnDemand, None);
+    post_recv(
+        &mut f,
+        b,
+        5,
+        Sge {
+            addr: dst.0,
+            length: 8192,
+            lkey: dst.1,
+        },
+    );
+    post_send(
+        &mut f,
+        a,
+        SendWr {
+            wr_id: 1,
+            opcode: WqeOpcode::Send,
+            flags: WqeFlags::SIGNALED,
+            imm: 0,
+            remote: Remote::None,
+            sges: [
+                Some(Sge {
+                    addr: src.0,
+                    length: 6000,
+                    lkey: src.1,
+                }),
+                None,
+            ],
+        },
+    );
+    let codes = rnr_codes(&mut f, 10_000_000);
+    assert_bytes(&read_app(&mut f, b, dst.0, 6000), &data);
+    // Two pages, each faulted in by the driver (the application never touched them).
+    assert_eq!(codes.len(), 2);
+    assert_eq!(f.hosts[1].guests[0].driver.stats().faults_serviced.get(), 2);
+    let rx = completions(&mut f, 1, 0);
+    assert_eq!(
+        (rx.len(), rx[0].1.wr_id, rx[0].1.byte_len, rx[0].1.status),
+        (1, 5, 6000, CqeStatus::Success)
+    );
+    assert_eq!(f.hosts[1].hca.qp(b.qpn).unwrap().state, QpState::Rts);
+}

@@ -36,7 +36,8 @@ impl FaultOracle for HostFaultOracle<'_> {
 }
 
 impl Host {
-    /// Gives `vm` the GVMI `gvmi` on the host's HCA: the GVM identifier
+    /// Gives `vm` the GVMI `gvmi` on the host's HCA (once; GVMI 0 is the
+    /// host's and a GVMI serves one VM): the GVM identifier
     /// table entry points at the VM's stage-2 table, so the HCA's second
     /// stage is exactly the VM's memory, and swap-outs invalidate it.
     pub fn assign_gvmi(&mut self, vm: VmId, gvmi: Gvmi) -> Result<(), VmmError> {
@@ -154,5 +155,107 @@ impl iovirt_core::PhysMemory<Gpa> for HcaGuestBus<'_> {
                 len: data.len() as u64,
                 size,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::{HostConfig, VmConfig};
+    use iovirt_core::{AccessKind, FaultReason, GvmiDma};
+    use iovirt_iommu::{IommuConfig, RequesterId};
+
+    fn host() -> (Host, VmId) {
+        let mut h = Host::new(HostConfig {
+            table_frames: 64,
+            data_frames: 64,
+            iommu: IommuConfig::default(),
+        })
+        .unwrap();
+        let vm = h
+            .add_vm(VmConfig {
+                memory: 1 << 20,
+                requester: RequesterId::new(0, 3, 0).unwrap(),
+            })
+            .unwrap();
+        h.assign_gvmi(vm, Gvmi(5)).unwrap();
+        (h, vm)
+    }
+
+    #[test]
+    fn the_hca_sees_the_vm_through_its_stage_2_and_swap_out_invalidates_it() {
+        let (mut h, vm) = host();
+        assert!(
+            h.assign_gvmi(vm, Gvmi(6)).is_ok(),
+            "a second GVMI for the VM is allowed"
+        );
+        assert!(h.assign_gvmi(vm, Gvmi(5)).is_err(), "but not one in use");
+        assert!(h.assign_gvmi(vm, Gvmi::HOST).is_err());
+        let (mut port, _) = h.hca_ports(CostModel::default());
+        // Untouched: not mapped in stage 2, a host-stage fault.
+        let f = port
+            .dma_write(Gvmi(5), Gpa::new(0x3000), b"rdma")
+            .unwrap_err();
+        assert_eq!(f.reason, FaultReason::NotPresent);
+        assert!(
+            !h.service_gvmi_fault(Gvmi(5), Gpa::new(0x3000)).unwrap(),
+            "a minor fault"
+        );
+        let (mut port, _) = h.hca_ports(CostModel::default());
+        port.dma_write(Gvmi(5), Gpa::new(0x3000), b"rdma").unwrap();
+        let mut back = [0u8; 4];
+        h.peek(vm, Gpa::new(0x3000), &mut back).unwrap();
+        assert_eq!(&back, b"rdma");
+        // Swapped out: the cached translation is gone, the fault is major.
+        h.swap_out(vm, Gpa::new(0x3000)).unwrap();
+        let (mut port, _) = h.hca_ports(CostModel::default());
+        assert_eq!(
+            port.probe(Gvmi(5), Gpa::new(0x3000), AccessKind::Read)
+                .unwrap_err()
+                .reason,
+            FaultReason::NotPresent
+        );
+        assert!(
+            h.service_gvmi_fault(Gvmi(5), Gpa::new(0x3000)).unwrap(),
+            "a major fault"
+        );
+        h.peek(vm, Gpa::new(0x3000), &mut back).unwrap();
+        assert_eq!(&back, b"rdma", "swapped back in with its contents");
+        assert!(h.service_gvmi_fault(Gvmi(9), Gpa::new(0)).is_err());
+    }
+
+    #[test]
+    fn the_oracle_estimates_by_page_state() {
+        let (mut h, vm) = host();
+        let cost = CostModel::default();
+        h.write(vm, Gpa::new(0x1000), &[1]).unwrap();
+        h.write(vm, Gpa::new(0x2000), &[2]).unwrap();
+        h.swap_out(vm, Gpa::new(0x2000)).unwrap();
+        let (_, mut oracle) = h.hca_ports(cost);
+        let est = |o: &mut HostFaultOracle<'_>, stage, addr| o.estimate(stage, Gvmi(5), addr);
+        assert_eq!(est(&mut oracle, FaultStage::Host, 0x1000), Some(0));
+        assert_eq!(
+            est(&mut oracle, FaultStage::Host, 0x2000),
+            Some(cost.major_fault_ns)
+        );
+        assert_eq!(
+            est(&mut oracle, FaultStage::Host, 0x5000),
+            Some(cost.minor_fault_ns)
+        );
+        assert_eq!(
+            est(&mut oracle, FaultStage::Guest, 0x7fff_0000),
+            Some(cost.minor_fault_ns)
+        );
+        assert_eq!(
+            est(&mut oracle, FaultStage::Host, 1 << 30),
+            None,
+            "outside the VM"
+        );
+        assert_eq!(
+            oracle.estimate(FaultStage::Host, Gvmi(8), 0),
+            None,
+            "no such GVMI"
+        );
     }
 }
