@@ -186,12 +186,9 @@ mod tests {
     #[test]
     fn the_hca_sees_the_vm_through_its_stage_2_and_swap_out_invalidates_it() {
         let (mut h, vm) = host();
-        assert!(
-            h.assign_gvmi(vm, Gvmi(6)).is_ok(),
-            "a second GVMI for the VM is allowed"
-        );
-        assert!(h.assign_gvmi(vm, Gvmi(5)).is_err(), "but not one in use");
+        assert!(h.assign_gvmi(vm, Gvmi(6)).is_err(), "one GVMI per VM");
         assert!(h.assign_gvmi(vm, Gvmi::HOST).is_err());
+        assert_eq!(h.vm_of_gvmi(Gvmi(5)), Some(vm));
         let (mut port, _) = h.hca_ports(CostModel::default());
         // Untouched: not mapped in stage 2, a host-stage fault.
         let f = port
