@@ -48,6 +48,9 @@ impl Host {
             .vms
             .get_mut(usize::from(vm.0))
             .ok_or(VmmError::NoVm(vm))?;
+        if v.gvmi.is_some() {
+            return Err(VmmError::BadVm("the VM already has a GVMI"));
+        }
         v.gvmi = Some(gvmi);
         let root = v.stage2.root();
         self.iommu.set_gvm(
