@@ -15,6 +15,7 @@ mod responder;
 mod unreliable;
 
 use std::collections::VecDeque;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use iovirt_core::{Counter, Gvmi, GvmiDma, InterruptSink, MmioDevice, NetworkPort, SimTime, Width};
 use serde::{Deserialize, Serialize};
@@ -243,8 +244,11 @@ impl Hca {
         let mut sent = 0;
         loop {
             let mut progress = false;
-            let qpns: Vec<Qpn> = self.qps.keys().copied().collect();
-            for qpn in qpns {
+            // Each QP in QPN order, found afresh after the previous one
+            // (sending neither creates nor destroys QPs): no list of QPNs
+            // is allocated per turn.
+            let mut next = self.qps.keys().next().copied();
+            while let Some(qpn) = next {
                 if sent >= budget {
                     return sent;
                 }
@@ -253,6 +257,11 @@ impl Hca {
                     sent += 1;
                     progress = true;
                 }
+                next = self
+                    .qps
+                    .range((Excluded(qpn), Unbounded))
+                    .next()
+                    .map(|(q, _)| *q);
             }
             if !progress {
                 return sent;
