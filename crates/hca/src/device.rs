@@ -198,8 +198,8 @@ pub struct Hca {
     pub(crate) rr_cursor: Option<Qpn>,
     /// The latest virtual time the HCA has seen.
     pub(crate) now: iovirt_core::SimTime,
-    /// Reused payload buffer (no allocation per packet).
-    pub(crate) scratch: Vec<u8>,
+    /// Reused payload buffer (no allocation or zeroing per packet).
+    pub(crate) scratch: iovirt_core::FrameBuf,
     /// Reused frame buffer.
     pub(crate) frame: Vec<u8>,
 }
@@ -220,7 +220,7 @@ impl Hca {
             next_token: 1,
             rr_cursor: None,
             now: iovirt_core::SimTime::ZERO,
-            scratch: Vec::with_capacity(4096),
+            scratch: iovirt_core::FrameBuf::with_capacity(4096),
             frame: Vec::with_capacity(4096 + 128),
         }
     }

@@ -134,22 +134,27 @@ impl Hca {
                 msn: qp.resp.msn & 0xff_ffff,
             });
         }
+        // The copy overwrites every byte (or fails), so the reused buffer
+        // is not zeroed first; without a region view the payload is zeros.
         let mut payload = std::mem::take(&mut self.scratch);
         payload.clear();
-        payload.resize(n as usize, 0);
+        let buf = payload.append(n as usize).unwrap_or_default();
         let copied = match self.region_access(qpn) {
             Some(a) => a.copy(
                 env.mem,
                 rd.rkey,
                 rd.va.wrapping_add(u64::from(rd.sent)),
                 Access::REMOTE_READ,
-                Dir::Read(&mut payload),
+                Dir::Read(buf),
             ),
-            None => Ok(iovirt_core::Cost::ZERO),
+            None => {
+                buf.fill(0);
+                Ok(iovirt_core::Cost::ZERO)
+            }
         };
         match copied {
             Ok(_) => {
-                self.emit(qpn, &h, &payload, env);
+                self.emit(qpn, &h, payload.as_slice(), env);
                 self.scratch = payload;
                 self.stats.tx_payload_bytes.add(u64::from(n));
                 if let Some(q) = self.qps.get_mut(&qpn) {

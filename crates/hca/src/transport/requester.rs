@@ -396,12 +396,14 @@ impl Hca {
             headers.immediate = Some(w.wqe.imm);
         }
         // Gather the payload from the WQE's list.
-        let mut payload = std::mem::take(&mut self.scratch);
-        payload.clear();
-        payload.resize(chunk as usize, 0);
+        // The gather overwrites every byte (the SGEs add up to the
+        // message), so the reused buffer is not zeroed first.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let payload = scratch.append(chunk as usize).unwrap_or_default();
         if chunk > 0 {
             let Some(access) = self.region_access(qpn) else {
-                self.scratch = payload;
+                self.scratch = scratch;
                 return false;
             };
             let mut skip = u64::from(off);
@@ -434,13 +436,15 @@ impl Hca {
                 skip = 0;
             }
             if let Err(m) = result {
-                self.scratch = payload;
+                self.scratch = scratch;
                 return self.gather_miss(qpn, w, m, env);
             }
+            // Whatever the SGEs did not cover reads as zeros.
+            payload.get_mut(done..).unwrap_or_default().fill(0);
         }
         let mut frame = std::mem::take(&mut self.frame);
-        let emitted = headers.emit(&payload, &mut frame);
-        self.scratch = payload;
+        let emitted = headers.emit(scratch.as_slice(), &mut frame);
+        self.scratch = scratch;
         if let Err(e) = emitted {
             log::warn!("hca: {qpn} could not emit {opcode:?}: {e}");
             self.frame = frame;
