@@ -395,56 +395,23 @@ impl Hca {
         if opcode.has_immdt() {
             headers.immediate = Some(w.wqe.imm);
         }
-        // Gather the payload from the WQE's list.
-        // The gather overwrites every byte (the SGEs add up to the
-        // message), so the reused buffer is not zeroed first.
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let payload = scratch.append(chunk as usize).unwrap_or_default();
-        if chunk > 0 {
-            let Some(access) = self.region_access(qpn) else {
-                self.scratch = scratch;
-                return false;
-            };
-            let mut skip = u64::from(off);
-            let mut done = 0usize;
-            let mut result = Ok(());
-            for sge in w.wqe.sges() {
-                if done >= payload.len() {
-                    break;
-                }
-                let len = u64::from(sge.length);
-                if skip >= len {
-                    skip -= len;
-                    continue;
-                }
-                let n = ((len - skip) as usize).min(payload.len() - done);
-                let Some(buf) = payload.get_mut(done..done + n) else {
-                    break;
-                };
-                if let Err(m) = access.copy(
-                    env.mem,
-                    sge.lkey,
-                    sge.addr.wrapping_add(skip),
-                    Access::empty(),
-                    Dir::Read(buf),
-                ) {
-                    result = Err(m);
-                    break;
-                }
-                done += n;
-                skip = 0;
-            }
-            if let Err(m) = result {
-                self.scratch = scratch;
+        // Gather the payload from the WQE's list straight into the frame
+        // (one copy, as a device's DMA engine does).
+        let mut frame = std::mem::take(&mut self.frame);
+        let emitted = match self.region_access(qpn) {
+            Some(access) => headers.emit_with(chunk as usize, &mut frame, |payload| {
+                gather(&access, env.mem, w.wqe.sges(), u64::from(off), payload)
+            }),
+            None => Ok(Ok(())),
+        };
+        let emitted = match emitted {
+            Ok(Err(m)) => {
+                self.frame = frame;
                 return self.gather_miss(qpn, w, m, env);
             }
-            // Whatever the SGEs did not cover reads as zeros.
-            payload.get_mut(done..).unwrap_or_default().fill(0);
-        }
-        let mut frame = std::mem::take(&mut self.frame);
-        let emitted = headers.emit(scratch.as_slice(), &mut frame);
-        self.scratch = scratch;
+            Ok(Ok(())) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = emitted {
             log::warn!("hca: {qpn} could not emit {opcode:?}: {e}");
             self.frame = frame;
@@ -608,4 +575,41 @@ impl Hca {
             }
         }
     }
+}
+
+/// Copies the bytes of a gather list from `skip` bytes in into `payload`;
+/// whatever the list does not cover reads as zeros.
+fn gather(
+    access: &super::RegionAccess<'_>,
+    mem: &mut dyn iovirt_core::GvmiDma,
+    sges: &[crate::wqe::Sge],
+    mut skip: u64,
+    payload: &mut [u8],
+) -> Result<(), Miss> {
+    let mut done = 0usize;
+    for sge in sges {
+        if done >= payload.len() {
+            break;
+        }
+        let len = u64::from(sge.length);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = ((len - skip) as usize).min(payload.len() - done);
+        let Some(buf) = payload.get_mut(done..done + n) else {
+            break;
+        };
+        access.copy(
+            mem,
+            sge.lkey,
+            sge.addr.wrapping_add(skip),
+            Access::empty(),
+            Dir::Read(buf),
+        )?;
+        done += n;
+        skip = 0;
+    }
+    payload.get_mut(done..).unwrap_or_default().fill(0);
+    Ok(())
 }
