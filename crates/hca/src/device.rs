@@ -439,10 +439,29 @@ impl Hca {
             return Err(CmdError::BadParam("va"));
         }
         let first = va - va % MR_PAGE_SIZE;
+        // Every page named must be the region's before any entry changes:
+        // a refused command leaves the table as it was, and a list that
+        // runs past the top of the address space (an implicit region's
+        // last page) must not overflow the page arithmetic below.
+        let last_va = u64::try_from(pages.len().saturating_sub(1))
+            .ok()
+            .and_then(|n| n.checked_mul(MR_PAGE_SIZE))
+            .and_then(|off| first.checked_add(off))
+            .ok_or(CmdError::BadParam("pages"))?;
+        let in_region = match ctx.mode {
+            MrMode::Implicit => true,
+            MrMode::Pinned | MrMode::OnDemand => {
+                last_va / MR_PAGE_SIZE - ctx.start / MR_PAGE_SIZE < u64::from(ctx.mtt_pages)
+            }
+        };
+        if !in_region {
+            return Err(CmdError::BadParam("pages"));
+        }
         let mut filled = 0u64;
         let mut cleared = 0u64;
         let func = self.functions.get_mut(&f).ok_or(CmdError::BadResource)?;
         for (i, page) in pages.iter().enumerate() {
+            // In range: checked above through `last_va`.
             let page_va = first + i as u64 * MR_PAGE_SIZE;
             match ctx.mode {
                 MrMode::Implicit => {
@@ -459,9 +478,6 @@ impl Hca {
                 }
                 MrMode::Pinned | MrMode::OnDemand => {
                     let index = page_va / MR_PAGE_SIZE - ctx.start / MR_PAGE_SIZE;
-                    if index >= u64::from(ctx.mtt_pages) {
-                        return Err(CmdError::BadParam("pages"));
-                    }
                     let slot = u64::from(ctx.mtt_base) + index;
                     let was = func.mtt.get(slot).is_some_and(MttEntry::is_present);
                     let entry = page.map(MttEntry::present).unwrap_or_default();

@@ -103,7 +103,13 @@ impl RegionAccess<'_> {
             while a < end {
                 let pa = stage1(a)?;
                 cost += mem.probe(gvmi, pa, kind).map_err(|e| stage2(e, a))?;
-                a = (a / MR_PAGE_SIZE + 1) * MR_PAGE_SIZE;
+                // The top page of the address space (an implicit region)
+                // has no next page: stop there instead of overflowing
+                // (a panic, or in release a wrap to 0 and an endless loop).
+                match (a / MR_PAGE_SIZE + 1).checked_mul(MR_PAGE_SIZE) {
+                    Some(next) => a = next,
+                    None => break,
+                }
             }
         }
         let mut a = va;

@@ -103,7 +103,8 @@ pub(crate) struct Qp {
     pub(crate) req: Requester,
     pub(crate) resp: Responder,
     pub(crate) stats: QpStats,
-    /// Receive WQEs still to flush after an error.
+    /// The first flush after entering the error state is done (the
+    /// responder's state was cleared then).
     pub(crate) flushed: bool,
 }
 
@@ -257,8 +258,12 @@ impl Hca {
                 break;
             };
             self.rr_cursor = Some(qpn);
+            let stepped = self.responder_step(qpn, env) || self.requester_step(qpn, env);
+            // After the steps: a QP that went to error in this very turn is
+            // flushed now, not left until the platform calls again (every
+            // posted WQE completes).
             self.flush_if_error(qpn, env);
-            if self.responder_step(qpn, env) || self.requester_step(qpn, env) {
+            if stepped {
                 sent += 1;
                 idle = 0;
             } else {
@@ -390,23 +395,34 @@ impl Hca {
         }
     }
 
-    /// Flushes every outstanding WQE of a QP in the error state, once.
+    /// Flushes every outstanding WQE of a QP in the error state, and the
+    /// send WQEs of a QP in the send-queue error state (UC/UD; its receive
+    /// queue goes on). WQEs the driver posts while the QP stays in error
+    /// are flushed on the next call too: every posted WQE completes.
     fn flush_if_error(&mut self, qpn: Qpn, env: &mut HcaEnv<'_>) {
         let Some(qp) = self.qps.get_mut(&qpn) else {
             return;
         };
-        if qp.ctx.state != QpState::Err || qp.flushed {
+        let err = qp.ctx.state == QpState::Err;
+        if !err && qp.ctx.state != QpState::Sqe {
             return;
         }
-        qp.flushed = true;
+        let sends_left = !qp.req.inflight.is_empty() || qp.req.fetched() != qp.sq_pi;
+        let recvs_left = err && qp.rq_ci != qp.rq_pi;
+        if !sends_left && !recvs_left && (qp.flushed || !err) {
+            return;
+        }
+        if err && !qp.flushed {
+            qp.flushed = true;
+            qp.resp.clear();
+        }
         let (send_cq, recv_cq) = (qp.ctx.send_cq, qp.ctx.recv_cq);
         let mut sends: Vec<u16> = qp.req.drain_for_flush(qp.sq_pi);
         let mut recvs = Vec::new();
-        while qp.rq_ci != qp.rq_pi {
+        while err && qp.rq_ci != qp.rq_pi {
             recvs.push(qp.rq_ci);
             qp.rq_ci = qp.rq_ci.wrapping_add(1);
         }
-        qp.resp.clear();
         for (cq, list, opcode) in [
             (send_cq, &mut sends, CqeOpcode::Send),
             (recv_cq, &mut recvs, CqeOpcode::Recv),

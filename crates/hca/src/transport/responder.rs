@@ -473,7 +473,9 @@ impl Hca {
                     (None, None) => return Placed::Nak(NakCode::InvalidRequest),
                 };
                 let end = matches!(pos, Some(Position::Last | Position::Only));
-                if offset + n > total || (end && offset + n != total) {
+                // In u64: a hostile RETH may announce up to 4 GiB.
+                let upto = u64::from(offset) + u64::from(n);
+                if upto > u64::from(total) || (end && upto != u64::from(total)) {
                     return Placed::Nak(NakCode::InvalidRequest);
                 }
                 // WRITE with immediate consumes a receive WQE: check first.
