@@ -509,3 +509,87 @@ fn uc_drops_a_message_with_a_lost_packet_and_carries_on() {
         iovirt_hca::qp::QpState::Rts
     );
 }
+
+/// A SEND the responder cannot place: the receiver's WQE completes in
+/// error, the NAK names why, the sender's WQE completes with the remote
+/// status, and both QPs stop.
+fn unplaceable_send(recv_len: u32, bad_lkey: bool) -> (CqeStatus, CqeStatus) {
+    let mut f = fabric(1, RdmaHostConfig::default());
+    let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
+    let src = buffer(
+        &mut f,
+        a,
+        2000,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&pattern(2000, 1)),
+    );
+    let dst = buffer(
+        &mut f,
+        b,
+        4096,
+        Access::LOCAL_WRITE,
+        MrMode::Pinned,
+        Some(&[0; 4096]),
+    );
+    let lkey = if bad_lkey {
+        iovirt_hca::Mkey(dst.1.0 ^ 0xff)
+    } else {
+        dst.1
+    };
+    post_recv(
+        &mut f,
+        b,
+        1,
+        Sge {
+            addr: dst.0,
+            length: recv_len,
+            lkey,
+        },
+    );
+    post_send(
+        &mut f,
+        a,
+        SendWr {
+            wr_id: 2,
+            opcode: WqeOpcode::Send,
+            flags: WqeFlags::SIGNALED,
+            imm: 0,
+            remote: Remote::None,
+            sges: [Some(sge(src, 2000)), None],
+        },
+    );
+    settle(&mut f, 10_000_000);
+    let rx = completions(&mut f, 1, 0);
+    let tx = completions(&mut f, 0, 0);
+    assert_eq!((rx.len(), tx.len()), (1, 1), "{rx:?} {tx:?}");
+    assert_eq!(f.hosts[1].hca.stats().naks_sent.get(), 1);
+    assert_eq!(
+        f.hosts[0].hca.qp(a.qpn).unwrap().state,
+        iovirt_hca::qp::QpState::Err
+    );
+    assert_eq!(
+        f.hosts[1].hca.qp(b.qpn).unwrap().state,
+        iovirt_hca::qp::QpState::Err
+    );
+    (rx[0].1.status, tx[0].1.status)
+}
+
+#[test]
+fn a_send_longer_than_the_receive_is_an_invalid_request() {
+    assert_eq!(
+        unplaceable_send(1000, false),
+        (CqeStatus::LocalLengthError, CqeStatus::RemoteInvalidRequest)
+    );
+}
+
+#[test]
+fn a_receive_with_a_bad_key_is_a_remote_operational_error() {
+    assert_eq!(
+        unplaceable_send(4096, true),
+        (
+            CqeStatus::LocalProtectionError,
+            CqeStatus::RemoteOperationalError
+        )
+    );
+}
