@@ -10,7 +10,7 @@
 //! event and time-stamped, as an application spinning on its CQs would see
 //! them.
 
-use iovirt_core::{CostModel, Gpa, Gvmi, Irq, SimDuration, SimTime};
+use iovirt_core::{CostModel, FrameQueue, Gpa, Gvmi, Irq, SimDuration, SimTime};
 use iovirt_drivers::{GuestPageAllocator, HcaDriver, Placement, WorkCompletion};
 use iovirt_hca::{
     Cqn, Event, FaultStage, FunctionConfig, FunctionId, FunctionPort, Hca, HcaConfig, HcaEnv,
@@ -79,7 +79,9 @@ pub struct RdmaHost {
     pub guests: Vec<RdmaGuest>,
     cost: CostModel,
     index: u8,
-    out: Vec<Vec<u8>>,
+    out: FrameQueue,
+    /// Reused by the completion poll.
+    polled: Vec<WorkCompletion>,
     irqs: Vec<Irq>,
     pending: Vec<(SimTime, Service)>,
     /// Completions seen, with the time the platform polled them.
@@ -141,7 +143,8 @@ impl RdmaHost {
             guests: Vec::new(),
             cost,
             index,
-            out: Vec::new(),
+            out: FrameQueue::default(),
+            polled: Vec::new(),
             irqs: Vec::new(),
             pending: Vec::new(),
             completions: Vec::new(),
@@ -222,7 +225,7 @@ impl RdmaHost {
             ..
         } = self;
         let (mut mem, mut oracle) = host.hca_ports(*cost);
-        let mut wire = |f: &[u8]| out.push(f.to_vec());
+        let mut wire = |f: &[u8]| out.push(f);
         let mut env = HcaEnv {
             mem: &mut mem,
             wire: &mut wire,
@@ -242,15 +245,15 @@ impl RdmaHost {
 
     /// Takes the functions' events and schedules their service.
     fn take_events(&mut self, now: SimTime) {
-        let functions: Vec<(Option<usize>, FunctionId)> = std::iter::once((None, FunctionId::PF))
-            .chain(
-                self.guests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| (Some(i), g.function)),
-            )
-            .collect();
-        for (guest, f) in functions {
+        // Function 0 (the host's), then each guest's.
+        for slot in 0..=self.guests.len() {
+            let (guest, f) = match slot.checked_sub(1) {
+                None => (None, FunctionId::PF),
+                Some(i) => match self.guests.get(i) {
+                    Some(g) => (Some(i), g.function),
+                    None => continue,
+                },
+            };
             while let Some(e) = self.hca.poll_event(f) {
                 match e {
                     Event::PageFault(pf) => {
@@ -324,17 +327,27 @@ impl RdmaHost {
 
     /// Polls every registered CQ of every guest.
     fn poll_completions(&mut self, now: SimTime) {
-        let mut got = Vec::new();
-        for i in 0..self.guests.len() {
-            let cqs = self
-                .guests
-                .get(i)
-                .map(|g| g.cqs.clone())
-                .unwrap_or_default();
-            for cq in cqs {
-                got.clear();
-                let _ = self.with_guest(i, |d, bus| d.poll_cq(bus, cq, 64, &mut got));
-                self.completions.extend(got.iter().map(|wc| (now, i, *wc)));
+        let RdmaHost {
+            host,
+            hca,
+            guests,
+            polled,
+            completions,
+            ..
+        } = self;
+        for (i, g) in guests.iter_mut().enumerate() {
+            for &cq in &g.cqs {
+                polled.clear();
+                let mut bus = HcaGuestBus {
+                    host: &mut *host,
+                    vm: g.vm,
+                    port: FunctionPort {
+                        hca: &mut *hca,
+                        function: g.function,
+                    },
+                };
+                let _ = g.driver.poll_cq(&mut bus, cq, 64, polled);
+                completions.extend(polled.iter().map(|wc| (now, i, *wc)));
             }
         }
     }
@@ -371,6 +384,8 @@ pub struct RdmaFabric {
     /// Frames the filter dropped.
     pub lost: u64,
     loss: Option<LossFilter>,
+    /// Frames arriving at one instant, reused.
+    arrivals: FrameQueue,
 }
 
 impl RdmaFabric {
@@ -382,6 +397,7 @@ impl RdmaFabric {
             now: SimTime::ZERO,
             lost: 0,
             loss: None,
+            arrivals: FrameQueue::default(),
         }
     }
 
@@ -420,17 +436,19 @@ impl RdmaFabric {
             match which {
                 0 | 1 => {
                     // A frame from host `which` reaches the other host.
-                    let mut frames: Vec<Vec<u8>> = Vec::new();
+                    let mut frames = std::mem::take(&mut self.arrivals);
+                    frames.clear();
                     if let Some(link) = self.links.get_mut(which) {
                         link.deliver_until(now, |t, f| {
                             tap(t, f);
-                            frames.push(f.to_vec());
+                            frames.push(f);
                         });
                     }
                     let to = 1 - which;
-                    for f in frames {
-                        self.pump(to, now, Some(&f));
+                    for f in frames.frames() {
+                        self.pump(to, now, Some(f));
                     }
+                    self.arrivals = frames;
                     // The sender's link has room again: the HCA sends at
                     // the pace the cable takes its frames.
                     self.pump(which, now, None);
@@ -454,16 +472,16 @@ impl RdmaFabric {
         };
         let room = link.config().queue_frames.saturating_sub(link.in_flight());
         host.run_hca(now, frame, room);
-        let frames = std::mem::take(&mut host.out);
-        for f in frames {
+        for f in host.out.frames() {
             if let Some(filter) = self.loss.as_mut()
-                && filter(h, &f)
+                && filter(h, f)
             {
                 self.lost += 1;
                 continue;
             }
-            let _ = link.send(now, &f);
+            let _ = link.send(now, f);
         }
+        host.out.clear();
     }
 }
 

@@ -178,7 +178,14 @@ impl Hca {
         env: &mut HcaEnv<'_>,
     ) {
         let hold_cap = self.config.hold_buffer_packets;
-        let held_total: usize = self.qps.values().map(|q| q.resp.held.len()).sum();
+        // The device-wide hold count matters only to a suspended QP: count
+        // it then, not for every packet.
+        let suspended = self.qps.get(&qpn).is_some_and(|q| q.resp.fault.is_some());
+        let held_total: usize = if suspended {
+            self.qps.values().map(|q| q.resp.held.len()).sum()
+        } else {
+            0
+        };
         let Some(qp) = self.qps.get_mut(&qpn) else {
             return;
         };
