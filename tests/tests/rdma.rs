@@ -593,3 +593,46 @@ fn a_receive_with_a_bad_key_is_a_remote_operational_error() {
         )
     );
 }
+
+#[test]
+fn an_armed_cq_raises_one_event_for_a_solicited_completion() {
+    let mut f = fabric(1, RdmaHostConfig::default());
+    let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
+    let src = buffer(
+        &mut f,
+        a,
+        64,
+        Access::empty(),
+        MrMode::Pinned,
+        Some(&[7; 64]),
+    );
+    let dst = buffer(&mut f, b, 4096, Access::LOCAL_WRITE, MrMode::Pinned, None);
+    for id in 0..3 {
+        post_recv(&mut f, b, id, sge((dst.0 + id * 64, dst.1), 64));
+    }
+    // Armed for solicited completions only.
+    f.hosts[1]
+        .with_guest(0, |d, bus| d.arm_cq(bus, b.cq, true))
+        .unwrap();
+    let send = |solicited: bool| SendWr {
+        wr_id: 1,
+        opcode: WqeOpcode::Send,
+        flags: if solicited {
+            WqeFlags::SIGNALED | WqeFlags::SOLICITED
+        } else {
+            WqeFlags::SIGNALED
+        },
+        imm: 0,
+        remote: Remote::None,
+        sges: [Some(sge(src, 64)), None],
+    };
+    post_send(&mut f, a, send(false));
+    settle(&mut f, 1_000_000);
+    assert_eq!(f.hosts[1].stats.completion_events, 0, "not solicited");
+    post_send(&mut f, a, send(true));
+    post_send(&mut f, a, send(true));
+    settle(&mut f, 1_000_000);
+    // The arm is spent by the first solicited completion.
+    assert_eq!(f.hosts[1].stats.completion_events, 1);
+    assert_eq!(completions(&mut f, 1, 0).len(), 3);
+}

@@ -60,6 +60,8 @@ pub struct RdmaHostStats {
     pub qp_fatal: u64,
     /// CQ overflows.
     pub cq_errors: u64,
+    /// Completion events of armed CQs.
+    pub completion_events: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -279,7 +281,7 @@ impl RdmaHost {
                     }
                     Event::QpFatal(_) => self.stats.qp_fatal += 1,
                     Event::CqError(_) => self.stats.cq_errors += 1,
-                    Event::Completion(_) => {}
+                    Event::Completion(_) => self.stats.completion_events += 1,
                 }
             }
         }
