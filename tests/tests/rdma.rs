@@ -129,17 +129,17 @@ fn rc_rdma_read_fetches_remote_bytes() {
     post_send(
         &mut f,
         a,
-        SendWr {
-            wr_id: 1,
-            opcode: WqeOpcode::RdmaRead,
-            flags: WqeFlags::SIGNALED,
-            imm: 0,
-            remote: Remote::Rdma {
+        send_wr(
+            1,
+            WqeOpcode::RdmaRead,
+            WqeFlags::SIGNALED,
+            0,
+            Remote::Rdma {
                 va: remote.0,
                 rkey: remote.1,
             },
-            sges: [Some(sge(local, 6000)), None],
-        },
+            Some(sge(local, 6000)),
+        ),
     );
     settle(&mut f, 10_000_000);
     assert_bytes(&read_app(&mut f, a, local.0, 6000), &data);
@@ -245,14 +245,14 @@ fn send_without_a_receive_is_rnr_nakked_then_delivered_once_one_is_posted() {
     post_send(
         &mut f,
         a,
-        SendWr {
-            wr_id: 1,
-            opcode: WqeOpcode::Send,
-            flags: WqeFlags::SIGNALED,
-            imm: 0,
-            remote: Remote::None,
-            sges: [Some(sge(src, 700)), None],
-        },
+        send_wr(
+            1,
+            WqeOpcode::Send,
+            WqeFlags::SIGNALED,
+            0,
+            Remote::None,
+            Some(sge(src, 700)),
+        ),
     );
     // min_rnr_timer 1 = 10 us: let a few RNR rounds pass.
     settle(&mut f, 35_000);
@@ -429,18 +429,18 @@ fn ud_sends_check_the_qkey() {
         post_send(
             &mut f,
             a,
-            SendWr {
-                wr_id: id,
-                opcode: WqeOpcode::Send,
-                flags: WqeFlags::SIGNALED,
-                imm: 0,
-                remote: Remote::Ud {
+            send_wr(
+                id,
+                WqeOpcode::Send,
+                WqeFlags::SIGNALED,
+                0,
+                Remote::Ud {
                     ah,
                     dest_qpn: b.qpn,
                     qkey,
                 },
-                sges: [Some(sge(src, 256)), None],
-            },
+                Some(sge(src, 256)),
+            ),
         );
     }
     settle(&mut f, 1_000_000);
@@ -487,14 +487,14 @@ fn uc_drops_a_message_with_a_lost_packet_and_carries_on() {
         post_send(
             &mut f,
             a,
-            SendWr {
-                wr_id: id,
-                opcode: WqeOpcode::Send,
-                flags: WqeFlags::SIGNALED,
-                imm: 0,
-                remote: Remote::None,
-                sges: [Some(sge(src, 3000)), None],
-            },
+            send_wr(
+                id,
+                WqeOpcode::Send,
+                WqeFlags::SIGNALED,
+                0,
+                Remote::None,
+                Some(sge(src, 3000)),
+            ),
         );
     }
     settle(&mut f, 1_000_000);
@@ -550,14 +550,14 @@ fn unplaceable_send(recv_len: u32, bad_lkey: bool) -> (CqeStatus, CqeStatus) {
     post_send(
         &mut f,
         a,
-        SendWr {
-            wr_id: 2,
-            opcode: WqeOpcode::Send,
-            flags: WqeFlags::SIGNALED,
-            imm: 0,
-            remote: Remote::None,
-            sges: [Some(sge(src, 2000)), None],
-        },
+        send_wr(
+            2,
+            WqeOpcode::Send,
+            WqeFlags::SIGNALED,
+            0,
+            Remote::None,
+            Some(sge(src, 2000)),
+        ),
     );
     settle(&mut f, 10_000_000);
     let rx = completions(&mut f, 1, 0);

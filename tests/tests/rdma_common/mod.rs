@@ -163,3 +163,22 @@ pub fn assert_bytes(actual: &[u8], expected: &[u8]) {
         );
     }
 }
+
+/// A send work request with one gather entry.
+pub fn send_wr(
+    wr_id: u64,
+    opcode: WqeOpcode,
+    flags: WqeFlags,
+    imm: u32,
+    remote: Remote,
+    sge: Option<Sge>,
+) -> SendWr {
+    SendWr {
+        wr_id,
+        opcode,
+        flags,
+        imm,
+        remote,
+        sges: [sge, None],
+    }
+}
