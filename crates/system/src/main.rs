@@ -282,10 +282,12 @@ impl Capture {
 
     /// Records `frame`, which arrived at `at` in its run's virtual time.
     /// Each run starts its clock at zero; the capture lays the runs end to
-    /// end, so its timestamps only grow.
+    /// end, so its timestamps never go back.
     fn record(&mut self, at: iovirt_core::SimTime, frame: &[u8]) {
         let mut stamp = at.as_nanos().saturating_add(self.offset);
-        if stamp <= self.last {
+        // Earlier than the last frame: a new run, whose clock restarted.
+        // Frames of one instant (two links delivering together) keep it.
+        if stamp < self.last {
             self.offset = self.last;
             stamp = at.as_nanos().saturating_add(self.offset);
         }
