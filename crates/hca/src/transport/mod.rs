@@ -300,11 +300,12 @@ impl Hca {
             Ok(p) => p,
             Err(e) => {
                 self.stats.rx_malformed.inc();
-                self.stats
-                    .rx_malformed_by_cause
-                    .entry(e.counter_name().to_owned())
-                    .or_default()
-                    .inc();
+                // A flood of bad frames allocates only for a cause's first.
+                let causes = &mut self.stats.rx_malformed_by_cause;
+                match causes.get_mut(e.counter_name()) {
+                    Some(c) => c.inc(),
+                    None => causes.entry(e.counter_name().to_owned()).or_default().inc(),
+                }
                 log::debug!("hca: malformed packet dropped: {e}");
                 return;
             }
