@@ -275,10 +275,9 @@ fn run_mode(
         hca,
         ..RdmaHostConfig::default()
     };
-    let mut hosts = [0u8, 1].map(|i| RdmaHost::new(i, config, *cost));
-    let mut built = Vec::new();
-    for h in hosts.iter_mut() {
-        let mut h = std::mem::replace(h, Err(PlatformError::Stalled))?;
+    let mut built = Vec::with_capacity(2);
+    for i in 0..2u8 {
+        let mut h = RdmaHost::new(i, config, *cost)?;
         for _ in 0..params.vms {
             h.add_vm(vm_bytes, Placement::Contiguous)?;
         }
