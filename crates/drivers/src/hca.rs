@@ -185,6 +185,7 @@ pub struct HcaDriver {
     cqs: BTreeMap<Cqn, CqState>,
     qps: BTreeMap<Qpn, QpInfo>,
     mrs: BTreeMap<Mkey, MrInfo>,
+    next_variant: u8,
     stats: HcaDriverStats,
 }
 
@@ -209,6 +210,7 @@ impl HcaDriver {
             cqs: BTreeMap::new(),
             qps: BTreeMap::new(),
             mrs: BTreeMap::new(),
+            next_variant: 0x11,
             stats: HcaDriverStats::default(),
         }
     }
@@ -350,7 +352,10 @@ impl HcaDriver {
             MrMode::Implicit => (0, u64::MAX),
             _ => (va, len),
         };
-        let variant = (self.mrs.len() as u8).wrapping_mul(37).wrapping_add(0x11);
+        // Each registration gets the next key variant, so a key kept from a
+        // deregistered region does not match the index's next owner.
+        let variant = self.next_variant;
+        self.next_variant = self.next_variant.wrapping_add(1);
         let spec = MkeySpec {
             pd,
             start,
