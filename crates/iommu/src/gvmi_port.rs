@@ -152,6 +152,10 @@ impl<M: PhysMemory<Hpa> + ?Sized> GvmiDma for GvmiPort<'_, M> {
     }
 
     fn probe(&mut self, gvmi: Gvmi, pa: Gpa, access: AccessKind) -> Result<Cost, DmaFault> {
-        self.iommu.prefetch_gvmi(&*self.mem, gvmi, pa, access)
+        // A check before a transfer, not seed 000's prefetch: it must not
+        // count as one in the IOTLB's prefetch figures.
+        self.iommu
+            .translate_gvmi(&*self.mem, gvmi, pa, access)
+            .map(|t| t.cost)
     }
 }

@@ -772,6 +772,11 @@ fn gvmi_port_moves_bytes_only_when_every_page_translates() {
             .is_ok()
     );
     assert!(p.iommu.faults().is_empty());
+    assert_eq!(
+        p.iommu.stats().prefetches.get(),
+        0,
+        "a probe is not a prefetch"
+    );
 }
 
 #[test]
