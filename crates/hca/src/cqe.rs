@@ -155,6 +155,21 @@ pub struct Cqe {
 }
 
 impl Cqe {
+    /// A completion in error for WQE `index` of `qpn`: no bytes, no
+    /// immediate data.
+    pub fn error(qpn: Qpn, index: u16, opcode: CqeOpcode, status: CqeStatus) -> Cqe {
+        Cqe {
+            qpn,
+            wqe_index: index,
+            opcode,
+            status,
+            byte_len: 0,
+            imm: None,
+            src_qp: 0,
+            solicited: false,
+        }
+    }
+
     /// The layout of this completion with `owner` bit.
     pub fn layout(&self, owner: bool) -> CqeLayout {
         CqeLayout {

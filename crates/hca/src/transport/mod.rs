@@ -348,14 +348,12 @@ impl Hca {
 
     /// Writes a completion for `qpn` to `cqn`.
     pub(crate) fn complete(&mut self, cqn: Cqn, cqe: Cqe, env: &mut HcaEnv<'_>) {
-        let Some(cq) = self.cqs.get_mut(&cqn) else {
+        let Hca { cqs, functions, .. } = self;
+        let Some(cq) = cqs.get_mut(&cqn) else {
             return;
         };
         let f = cq.function;
-        let gvmi = self.functions.get(&f).map_or(Gvmi::HOST, |x| x.config.gvmi);
-        let Some(cq) = self.cqs.get_mut(&cqn) else {
-            return;
-        };
+        let gvmi = functions.get(&f).map_or(Gvmi::HOST, |x| x.config.gvmi);
         match cq.push(&cqe, gvmi, env.mem) {
             CqWrite::Written { notify } => {
                 if notify && let Some(irq) = self.post_event(f, Event::Completion(cqn)) {
@@ -429,7 +427,7 @@ impl Hca {
             (recv_cq, &mut recvs, CqeOpcode::Recv),
         ] {
             for index in list.drain(..) {
-                let cqe = flush_cqe(qpn, index, opcode);
+                let cqe = Cqe::error(qpn, index, opcode, CqeStatus::WrFlushError);
                 if let Some(q) = self.qps.get_mut(&qpn) {
                     if opcode == CqeOpcode::Send {
                         q.stats.send_completions.inc();
@@ -519,19 +517,6 @@ impl Hca {
             .get(&qpn)
             .and_then(|q| self.functions.get(&q.ctx.function))
             .map_or(Gvmi::HOST, |f| f.config.gvmi)
-    }
-}
-
-fn flush_cqe(qpn: Qpn, index: u16, opcode: CqeOpcode) -> Cqe {
-    Cqe {
-        qpn,
-        wqe_index: index,
-        opcode,
-        status: CqeStatus::WrFlushError,
-        byte_len: 0,
-        imm: None,
-        src_qp: 0,
-        solicited: false,
     }
 }
 

@@ -283,23 +283,7 @@ impl Hca {
                 });
                 true
             }
-            Err(status) => {
-                let cq = qp.ctx.send_cq;
-                qp.stats.send_completions.inc();
-                let cqe = Cqe {
-                    qpn,
-                    wqe_index: index,
-                    opcode: CqeOpcode::Send,
-                    status,
-                    byte_len: 0,
-                    imm: None,
-                    src_qp: 0,
-                    solicited: false,
-                };
-                self.complete(cq, cqe, env);
-                self.send_error(qpn, env);
-                false
-            }
+            Err(status) => self.fail_wqe(qpn, index, WqeOpcode::Send, status, env),
         }
     }
 
@@ -525,16 +509,7 @@ impl Hca {
         qp.req.inflight.retain(|w| w.index != index);
         qp.req.cur = qp.req.cur.min(qp.req.inflight.len());
         qp.stats.send_completions.inc();
-        let cqe = Cqe {
-            qpn,
-            wqe_index: index,
-            opcode: send_cqe_opcode(op),
-            status,
-            byte_len: 0,
-            imm: None,
-            src_qp: 0,
-            solicited: false,
-        };
+        let cqe = Cqe::error(qpn, index, send_cqe_opcode(op), status);
         self.complete(cq, cqe, env);
         self.send_error(qpn, env);
         false
