@@ -335,6 +335,30 @@ impl Host {
         })
     }
 
+    /// A guest driver's read of its own memory ([`PhysMemory`] reads
+    /// through `&self`, so it brings nothing in: see [`Host::peek`]), with
+    /// any refusal as the out-of-range error the driver sees.
+    pub(crate) fn guest_read(&self, vm: VmId, addr: Gpa, buf: &mut [u8]) -> Result<(), MemError> {
+        self.peek(vm, addr, buf)
+            .map_err(|_| self.guest_out_of_range(vm, addr, buf.len()))
+    }
+
+    /// A guest driver's write to its own memory (demand-paged, as
+    /// [`Host::write`]), with any refusal as an out-of-range error.
+    pub(crate) fn guest_write(&mut self, vm: VmId, addr: Gpa, data: &[u8]) -> Result<(), MemError> {
+        self.write(vm, addr, data)
+            .map_err(|_| self.guest_out_of_range(vm, addr, data.len()))
+    }
+
+    fn guest_out_of_range(&self, vm: VmId, addr: Gpa, len: usize) -> MemError {
+        MemError::OutOfRange {
+            space: "guest-physical",
+            addr: addr.raw(),
+            len: len as u64,
+            size: self.vm_memory(vm),
+        }
+    }
+
     /// Brings the pages of `gpa..gpa + len` in and pins them, so the VM's
     /// device can DMA to them without faulting (what a VMM does for an
     /// assigned device that cannot take page faults).

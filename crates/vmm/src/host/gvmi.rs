@@ -137,27 +137,11 @@ impl iovirt_core::PhysMemory<Gpa> for HcaGuestBus<'_> {
     }
 
     fn read(&self, addr: Gpa, buf: &mut [u8]) -> Result<(), iovirt_core::MemError> {
-        let size = self.size();
-        self.host
-            .peek(self.vm, addr, buf)
-            .map_err(|_| iovirt_core::MemError::OutOfRange {
-                space: "guest-physical",
-                addr: addr.raw(),
-                len: buf.len() as u64,
-                size,
-            })
+        self.host.guest_read(self.vm, addr, buf)
     }
 
     fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), iovirt_core::MemError> {
-        let size = self.size();
-        self.host
-            .write(self.vm, addr, data)
-            .map_err(|_| iovirt_core::MemError::OutOfRange {
-                space: "guest-physical",
-                addr: addr.raw(),
-                len: data.len() as u64,
-                size,
-            })
+        self.host.guest_write(self.vm, addr, data)
     }
 }
 

@@ -40,26 +40,10 @@ impl PhysMemory<Gpa> for GuestBus<'_> {
     /// page not in a frame reads as what it holds, from the swap store or
     /// as zeros.
     fn read(&self, addr: Gpa, buf: &mut [u8]) -> Result<(), MemError> {
-        self.host
-            .peek(self.vm, addr, buf)
-            .map_err(|_| self.out_of_range(addr, buf.len()))
+        self.host.guest_read(self.vm, addr, buf)
     }
 
     fn write(&mut self, addr: Gpa, data: &[u8]) -> Result<(), MemError> {
-        let len = data.len();
-        self.host
-            .write(self.vm, addr, data)
-            .map_err(|_| self.out_of_range(addr, len))
-    }
-}
-
-impl GuestBus<'_> {
-    fn out_of_range(&self, addr: Gpa, len: usize) -> MemError {
-        MemError::OutOfRange {
-            space: "guest-physical",
-            addr: addr.raw(),
-            len: len as u64,
-            size: self.host.vm_memory(self.vm),
-        }
+        self.host.guest_write(self.vm, addr, data)
     }
 }
