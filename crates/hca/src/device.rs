@@ -450,9 +450,7 @@ impl Hca {
             .ok_or(CmdError::BadParam("pages"))?;
         let in_region = match ctx.mode {
             MrMode::Implicit => true,
-            MrMode::Pinned | MrMode::OnDemand => {
-                last_va / MR_PAGE_SIZE - ctx.start / MR_PAGE_SIZE < u64::from(ctx.mtt_pages)
-            }
+            MrMode::Pinned | MrMode::OnDemand => ctx.page_index(last_va) < u64::from(ctx.mtt_pages),
         };
         if !in_region {
             return Err(CmdError::BadParam("pages"));
@@ -477,8 +475,7 @@ impl Hca {
                     }
                 }
                 MrMode::Pinned | MrMode::OnDemand => {
-                    let index = page_va / MR_PAGE_SIZE - ctx.start / MR_PAGE_SIZE;
-                    let slot = u64::from(ctx.mtt_base) + index;
+                    let slot = u64::from(ctx.mtt_base) + ctx.page_index(page_va);
                     let was = func.mtt.get(slot).is_some_and(MttEntry::is_present);
                     let entry = page.map(MttEntry::present).unwrap_or_default();
                     func.mtt.set(slot, entry);

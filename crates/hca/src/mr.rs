@@ -106,7 +106,7 @@ impl MkeyContext {
     }
 
     /// The region's page number of `va` (index into its translation entries).
-    fn page_index(&self, va: u64) -> u64 {
+    pub(crate) fn page_index(&self, va: u64) -> u64 {
         va / MR_PAGE_SIZE - self.start / MR_PAGE_SIZE
     }
 
