@@ -240,7 +240,7 @@ impl Hca {
     /// turn, until nothing is left to send or `budget` packets went out.
     /// Returns the packets sent.
     pub fn process(&mut self, env: &mut HcaEnv<'_>, budget: usize) -> usize {
-        self.now = self.now.max(env.now);
+        self.advance_to(env.now);
         self.replay_held(env);
         let mut sent = 0;
         // Round robin from the QP after the last one served, across calls:
@@ -280,7 +280,7 @@ impl Hca {
 
     /// Fires the timers due at `env.now`.
     pub fn run_timers(&mut self, env: &mut HcaEnv<'_>) {
-        self.now = self.now.max(env.now);
+        self.advance_to(env.now);
         let due: Vec<Qpn> = self
             .qps
             .iter()
@@ -294,7 +294,7 @@ impl Hca {
 
     /// Takes a frame off the wire.
     pub fn receive(&mut self, frame: &[u8], env: &mut HcaEnv<'_>) {
-        self.now = self.now.max(env.now);
+        self.advance_to(env.now);
         self.stats.rx_packets.inc();
         let pkt = match RocePacket::parse(frame) {
             Ok(p) => p,
