@@ -299,19 +299,7 @@ fn a_custom_host_runs_from_a_config_file() {
         )
     };
     std::fs::write(&path, host("vm1")).unwrap();
-    let out = iovirt(&[
-        "run",
-        "custom",
-        "--json",
-        "--config",
-        path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = custom_json(&path);
     let flows = report["outcome"]["flows"].as_array().unwrap();
     let figures: Vec<_> = flows
         .iter()
@@ -363,19 +351,7 @@ fn a_custom_host_runs_from_a_config_file() {
         host("vm1").replace("data_frames", "pacing = \"line-rate\"\ndata_frames"),
     )
     .unwrap();
-    let out = iovirt(&[
-        "run",
-        "custom",
-        "--json",
-        "--config",
-        path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = custom_json(&path);
     for f in report["outcome"]["flows"].as_array().unwrap() {
         assert_eq!(f["delivered"], f["sent"], "{f}");
         assert_eq!(
@@ -658,4 +634,21 @@ fn a_two_host_config_gives_the_same_report_and_capture_twice() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `iovirt run custom --json --config path`, which must succeed, as JSON.
+fn custom_json(path: &std::path::Path) -> serde_json::Value {
+    let out = iovirt(&[
+        "run",
+        "custom",
+        "--json",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
