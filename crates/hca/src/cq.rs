@@ -24,7 +24,8 @@ pub struct Cq {
     pub ci: u32,
     /// Armed for a completion event (and solicited-only).
     pub armed: Option<bool>,
-    /// Overflowed: no further completions are written.
+    /// In error (an overrun, or a CQE write that faulted): no further
+    /// completions are written (IBTA C11-37).
     pub error: bool,
     /// QPs using this CQ (it cannot be destroyed while any do).
     pub users: u32,
@@ -38,11 +39,14 @@ pub enum CqWrite {
         /// Raise a completion event.
         notify: bool,
     },
-    /// The ring is full (or the CQ already in error): the completion is
-    /// lost and the CQ in error.
+    /// The ring was full: this completion is lost and the CQ is now in
+    /// error (a CQ overrun).
     Overflow,
-    /// The DMA of the CQE faulted (the driver unmapped its ring).
+    /// The DMA of the CQE faulted (the driver unmapped its ring): this
+    /// completion is lost and the CQ is now in error (a CQ protection error).
     DmaFault,
+    /// The CQ was already in error: the completion is lost.
+    InError,
 }
 
 impl Cq {
@@ -78,7 +82,10 @@ impl Cq {
 
     /// Writes `cqe` at the producer index through `mem` as `gvmi`.
     pub fn push(&mut self, cqe: &Cqe, gvmi: Gvmi, mem: &mut dyn GvmiDma) -> CqWrite {
-        if self.error || self.occupancy() >= self.ring.entries() {
+        if self.error {
+            return CqWrite::InError;
+        }
+        if self.occupancy() >= self.ring.entries() {
             self.error = true;
             return CqWrite::Overflow;
         }
@@ -86,6 +93,7 @@ impl Cq {
         let addr = Gpa::new(self.ring.base.raw().wrapping_add(slot * CQE_SIZE));
         let raw = cqe.layout(owner_bit(self.pi, self.ring.log_size));
         if mem.dma_write(gvmi, addr, raw.as_bytes()).is_err() {
+            self.error = true;
             return CqWrite::DmaFault;
         }
         self.pi = self.pi.wrapping_add(1);

@@ -177,8 +177,13 @@ pub struct HcaStats {
     pub host_page_faults: Counter,
     /// QPs that went to the error state.
     pub qp_errors: Counter,
-    /// Completions lost to CQ overflow.
+    /// CQ overruns: a completion found its CQ full, and the CQ went to error.
     pub cq_overflows: Counter,
+    /// CQ protection errors: a CQE write faulted, and the CQ went to error.
+    pub cq_access_errors: Counter,
+    /// Completions not written because their CQ was full, unreachable or
+    /// already in error.
+    pub completions_lost: Counter,
 }
 
 /// The HCA model.

@@ -48,9 +48,11 @@ pub enum Event {
     PageFault(PageFault),
     /// An armed CQ received a completion.
     Completion(Cqn),
-    /// A CQ overflowed: completions were lost and the CQ is in error.
+    /// A CQ went to error (an overrun, or a CQE write that faulted): the
+    /// completion was lost, and no further ones are written.
     CqError(Cqn),
     /// A QP moved to the error state on its own (retries exhausted, a
-    /// protection error on its queue memory).
+    /// protection error on its queue memory, a completion its CQ could not
+    /// take).
     QpFatal(Qpn),
 }

@@ -13,7 +13,7 @@ use iovirt_hca::mr::{Access, MrMode};
 use iovirt_hca::qp::{AddressVector, QpState, QpType, Ring};
 use iovirt_hca::wire::{Deth, Opcode};
 use iovirt_hca::wqe::{Remote, SendWqe, SendWqeLayout, Sge, WqeFlags, WqeOpcode};
-use iovirt_hca::{Command, Event, HcaConfig, Mkey};
+use iovirt_hca::{Command, Event, HcaConfig, Mkey, Qpn};
 use zerocopy::byteorder::little_endian::U32;
 
 const RW: Access = Access::LOCAL_WRITE.union(Access::REMOTE_WRITE);
@@ -292,7 +292,7 @@ fn unreachable_receive_queue_makes_the_qp_fatal() {
 }
 
 #[test]
-fn unreachable_cq_ring_makes_the_qp_fatal_without_a_panic() {
+fn unreachable_cq_ring_is_a_cq_error_and_makes_the_qp_fatal() {
     let mut rig = Rig::new();
     let e = qp_with_rings(&mut rig, QpType::Rc, SQ_BASE, RQ_BASE, UNMAPPED);
     rig.post_recv(
@@ -314,20 +314,44 @@ fn unreachable_cq_ring_makes_the_qp_fatal_without_a_panic() {
         b"hello",
     ));
     rig.process();
+    // IBTA C11-37 (a CQ protection error) and C9-218 (the QP whose
+    // completion is lost goes to the error state).
     assert_eq!(rig.hca.qp(e.qpn).unwrap().state, QpState::Err);
-    assert_eq!(events(&mut rig), vec![Event::QpFatal(e.qpn)]);
-    assert_eq!(rig.hca.cq(e.cq).unwrap().pi, 0, "no completion written");
+    assert_eq!(
+        events(&mut rig),
+        vec![Event::CqError(e.cq), Event::QpFatal(e.qpn)]
+    );
+    let cq = rig.hca.cq(e.cq).unwrap();
+    assert_eq!(cq.pi, 0, "no completion written");
+    assert!(cq.error);
+    let s = rig.hca.stats();
+    assert_eq!(s.cq_access_errors.get(), 1);
+    assert_eq!(s.cq_overflows.get(), 0);
+    assert_eq!(s.completions_lost.get(), 1);
     assert!(rig.mem.writes_outside(&rig.allowed()).is_empty());
 }
 
+fn ud_dgram(rig: &mut Rig, qpn: Qpn) {
+    let mut h = hdr(F1, Opcode::UD_SEND_ONLY, qpn, 0);
+    h.deth = Some(Deth {
+        qkey: 0x1111,
+        src_qp: PEER_QPN,
+    });
+    rig.rx(&frame(&h, b"dgram"));
+}
+
 #[test]
-fn cq_overflow_is_counted_with_a_cq_error_event() {
+fn cq_overrun_is_a_cq_error_and_every_qp_completing_to_it_goes_to_error() {
     let mut rig = Rig::new();
     let pd = rig.pd(F1);
     let key = rig.mr(F1, pd, RW);
     let cq = rig.cq(F1, 1); // two entries
-    let qpn = rig.qp(F1, QpType::Ud, pd, cq);
-    rig.connect(F1, qpn, QpType::Ud, RW);
+    let a = rig.qp(F1, QpType::Ud, pd, cq);
+    let b = rig.qp(F1, QpType::Ud, pd, cq);
+    for q in [a, b] {
+        rig.connect(F1, q, QpType::Ud, RW);
+    }
+    // Both QPs' receive rings sit at RQ_BASE: four receive WQEs serve both.
     for i in 0..4u16 {
         rig.post_recv(
             F1,
@@ -339,22 +363,32 @@ fn cq_overflow_is_counted_with_a_cq_error_event() {
             }],
         );
     }
-    rig.ring_rq(F1, qpn, 4);
+    rig.ring_rq(F1, a, 4);
+    rig.ring_rq(F1, b, 4);
     for _ in 0..4 {
-        let mut h = hdr(F1, Opcode::UD_SEND_ONLY, qpn, 0);
-        h.deth = Some(Deth {
-            qkey: 0x1111,
-            src_qp: PEER_QPN,
-        });
-        rig.rx(&frame(&h, b"dgram"));
+        ud_dgram(&mut rig, a);
     }
-    let s = rig.hca.stats();
-    assert_eq!(s.cq_overflows.get(), 2);
-    assert!(rig.hca.cq(cq).unwrap().error);
+    // Two completions fit; the third overruns the CQ (C11-37) and moves
+    // QP a to the error state (C9-218); the fourth datagram finds a in error.
+    assert_eq!(rig.hca.qp(a).unwrap().state, QpState::Err);
+    assert_eq!(rig.hca.qp(b).unwrap().state, QpState::Rts);
+    // QP b's first completion meets the CQ in error: b goes to error too,
+    // without a second CQ error.
+    ud_dgram(&mut rig, b);
+    rig.process();
+    assert_eq!(rig.hca.qp(b).unwrap().state, QpState::Err);
     assert_eq!(
         events(&mut rig),
-        vec![Event::CqError(cq), Event::CqError(cq)]
+        vec![Event::CqError(cq), Event::QpFatal(a), Event::QpFatal(b)]
     );
+    let s = rig.hca.stats();
+    assert_eq!(s.cq_overflows.get(), 1);
+    assert_eq!(s.cq_access_errors.get(), 0);
+    assert_eq!(s.qp_errors.get(), 2);
+    // Lost: a's third completion, its one flushed WQE, b's completion and
+    // b's three flushed WQEs.
+    assert_eq!(s.completions_lost.get(), 6);
+    assert!(rig.hca.cq(cq).unwrap().error);
     let cqes = rig.cqes(F1, 2);
     assert!(
         cqes.iter()

@@ -354,24 +354,35 @@ impl Hca {
         };
         let f = cq.function;
         let gvmi = functions.get(&f).map_or(Gvmi::HOST, |x| x.config.gvmi);
-        match cq.push(&cqe, gvmi, env.mem) {
+        let write = cq.push(&cqe, gvmi, env.mem);
+        match write {
             CqWrite::Written { notify } => {
                 if notify && let Some(irq) = self.post_event(f, Event::Completion(cqn)) {
                     env.irq.raise(irq);
                 }
             }
-            CqWrite::Overflow => {
-                self.stats.cq_overflows.inc();
-                log::warn!("hca: {cqn} overflowed, completion of {} lost", cqe.qpn);
-                if let Some(irq) = self.post_event(f, Event::CqError(cqn)) {
-                    env.irq.raise(irq);
+            CqWrite::Overflow | CqWrite::DmaFault | CqWrite::InError => {
+                // IBTA C11-37: an overrun or a CQE write that faults puts the
+                // CQ in error, once, with a CQ error event. C9-218: the QP
+                // whose completion is lost goes to the error state, and so
+                // does every QP that later tries to complete to that CQ.
+                self.stats.completions_lost.inc();
+                let entered_error = match write {
+                    CqWrite::Overflow => Some((&mut self.stats.cq_overflows, "overflowed")),
+                    CqWrite::DmaFault => {
+                        Some((&mut self.stats.cq_access_errors, "ring unreachable"))
+                    }
+                    _ => None,
+                };
+                if let Some((counter, why)) = entered_error {
+                    counter.inc();
+                    log::warn!("hca: {cqn} {why}, completion of {} lost", cqe.qpn);
+                    if let Some(irq) = self.post_event(f, Event::CqError(cqn)) {
+                        env.irq.raise(irq);
+                    }
+                } else {
+                    log::debug!("hca: {cqn} in error, completion of {} lost", cqe.qpn);
                 }
-            }
-            CqWrite::DmaFault => {
-                log::warn!(
-                    "hca: {cqn} ring unreachable, completion of {} lost",
-                    cqe.qpn
-                );
                 self.qp_fatal(cqe.qpn, env);
             }
         }
