@@ -460,38 +460,30 @@ impl Hca {
         if !in_region {
             return Err(CmdError::BadParam("pages"));
         }
-        let mut filled = 0u64;
-        let mut cleared = 0u64;
         let func = self.functions.get_mut(&f).ok_or(CmdError::BadResource)?;
-        for (i, page) in pages.iter().enumerate() {
-            // In range: checked above through `last_va`.
-            let page_va = first + i as u64 * MR_PAGE_SIZE;
-            match ctx.mode {
-                MrMode::Implicit => {
-                    let vpn = page_va / MR_PAGE_SIZE;
-                    match page {
-                        Some(pa) => {
-                            func.mtt
-                                .set_implicit(vpn, *pa)
-                                .map_err(|_| CmdError::Exhausted)?;
-                            filled += 1;
-                        }
-                        None => cleared += u64::from(func.mtt.clear_implicit(vpn)),
-                    }
-                }
-                MrMode::Pinned | MrMode::OnDemand => {
-                    let slot = u64::from(ctx.mtt_base) + ctx.page_index(page_va);
+        let (filled, cleared) = match ctx.mode {
+            MrMode::Implicit => func
+                .mtt
+                .write_implicit(first / MR_PAGE_SIZE, pages)
+                .map_err(|_| CmdError::Exhausted)?,
+            MrMode::Pinned | MrMode::OnDemand => {
+                let (mut filled, mut cleared) = (0u64, 0u64);
+                for (i, page) in pages.iter().enumerate() {
+                    // In range: checked above through `last_va`.
+                    let slot =
+                        u64::from(ctx.mtt_base) + ctx.page_index(first + i as u64 * MR_PAGE_SIZE);
                     let was = func.mtt.get(slot).is_some_and(MttEntry::is_present);
-                    let entry = page.map(MttEntry::present).unwrap_or_default();
-                    func.mtt.set(slot, entry);
+                    func.mtt
+                        .set(slot, page.map(MttEntry::present).unwrap_or_default());
                     if page.is_some() {
                         filled += 1;
                     } else if was {
                         cleared += 1;
                     }
                 }
+                (filled, cleared)
             }
-        }
+        };
         if let Some(c) = self.mpt.get_mut(key) {
             if prefetch {
                 c.counters.page_prefetch.add(filled);

@@ -289,20 +289,40 @@ impl Mtt {
         self.implicit.get(&vpn).copied()
     }
 
-    /// Sets an implicit translation; refused when the table is full and
-    /// `vpn` is new (the driver must invalidate first).
-    pub fn set_implicit(&mut self, vpn: u64, pa: Gpa) -> Result<(), MttFull> {
-        if self.implicit.len() >= self.implicit_cap && !self.implicit.contains_key(&vpn) {
+    /// Writes the implicit translations of the consecutive virtual pages
+    /// from `first_vpn`: `Some` sets one, `None` removes it. All or
+    /// nothing: refused, with the table unchanged, when the translations
+    /// held afterwards would exceed the table (the driver must invalidate
+    /// first). Returns how many were set and how many removed.
+    pub fn write_implicit(
+        &mut self,
+        first_vpn: u64,
+        pages: &[Option<Gpa>],
+    ) -> Result<(u64, u64), MttFull> {
+        let vpns = (first_vpn..).zip(pages);
+        let (mut added, mut removed) = (0usize, 0usize);
+        for (vpn, page) in vpns.clone() {
+            match (page.is_some(), self.implicit.contains_key(&vpn)) {
+                (true, false) => added += 1,
+                (false, true) => removed += 1,
+                _ => {}
+            }
+        }
+        if self.implicit.len() - removed + added > self.implicit_cap {
             return Err(MttFull);
         }
-        self.implicit
-            .insert(vpn, Gpa::new(pa.raw() & !(MR_PAGE_SIZE - 1)));
-        Ok(())
-    }
-
-    /// Removes an implicit translation; whether there was one.
-    pub fn clear_implicit(&mut self, vpn: u64) -> bool {
-        self.implicit.remove(&vpn).is_some()
+        let (mut set, mut cleared) = (0u64, 0u64);
+        for (vpn, page) in vpns {
+            match page {
+                Some(pa) => {
+                    self.implicit
+                        .insert(vpn, Gpa::new(pa.raw() & !(MR_PAGE_SIZE - 1)));
+                    set += 1;
+                }
+                None => cleared += u64::from(self.implicit.remove(&vpn).is_some()),
+            }
+        }
+        Ok((set, cleared))
     }
 
     /// Implicit translations held.
@@ -536,14 +556,24 @@ mod tests {
         implicit.start = 0;
         implicit.length = u64::MAX;
         assert!(implicit.contains(u64::MAX - 1, 1));
-        mtt.set_implicit(0x9_0000, Gpa::new(0x1234_5000)).unwrap();
-        mtt.set_implicit(0x9_0001, Gpa::new(0x1234_6000)).unwrap();
-        assert_eq!(mtt.set_implicit(0x9_0002, Gpa::new(0)), Err(MttFull));
+        let two = [Some(Gpa::new(0x1234_5000)), Some(Gpa::new(0x1234_6000))];
+        assert_eq!(mtt.write_implicit(0x9_0000, &two), Ok((2, 0)));
+        // Full: a list that would add one more is refused whole, even with
+        // a page it could have set first.
+        let over = [Some(Gpa::new(0x1234_6000)), Some(Gpa::new(0))];
+        assert_eq!(mtt.write_implicit(0x9_0001, &over), Err(MttFull));
+        assert_eq!(mtt.implicit_len(), 2);
+        assert_eq!(mtt.implicit(0x9_0002), None);
+        // Removing one in the same list makes the room.
+        let swap = [None, Some(Gpa::new(0x5000))];
+        assert_eq!(mtt.write_implicit(0x9_0001, &swap), Ok((1, 1)));
+        assert_eq!(mtt.implicit(0x9_0002), Some(Gpa::new(0x5000)));
+        assert_eq!(mtt.write_implicit(0x9_0001, &swap[..1]), Ok((0, 0)));
         assert_eq!(
             mtt.translate(&implicit, 0x9000_0010),
             Ok(Gpa::new(0x1234_5010))
         );
-        assert!(mtt.clear_implicit(0x9_0000));
+        assert_eq!(mtt.write_implicit(0x9_0000, &[None]), Ok((0, 1)));
         assert_eq!(
             mtt.translate(&implicit, 0x9000_0010),
             Err(Stage1Miss::NotPresent { va: 0x9000_0010 })

@@ -191,6 +191,17 @@ fn write_mtt_beyond_the_region_is_refused_and_changes_nothing() {
         prefetch: false,
     };
     assert_eq!(rig.exec(F1, many), Err(CmdError::Exhausted));
+    // The refused list set nothing: the whole table is still free for 64
+    // other pages (it used to keep the 64 entries written before the
+    // 65th failed).
+    let fits = Command::WriteMtt {
+        mkey: imp,
+        va: 100 * PAGE,
+        pages: vec![Some(Gpa::new(DATA_GPA)); 64],
+        prefetch: true,
+    };
+    assert_eq!(rig.exec(F1, fits), Ok(iovirt_hca::Reply::Done));
+    assert_eq!(rig.hca.mkey(imp).unwrap().counters.page_prefetch.get(), 64);
 }
 
 #[test]
