@@ -2,9 +2,12 @@
 //! MTT gives the VM-physical page and the GVMI (stage 1, here); GVMI →
 //! PA2MA gives the machine address (stage 2, behind [`GvmiDma`]).
 //!
-//! Bounds and rights are checked before any translation, and every page of
-//! an access translates in both stages before a byte moves: a fault or a
-//! protection error leaves memory untouched.
+//! Bounds and rights are checked before any translation. A write into a
+//! region translates every page in both stages before a byte moves, so a
+//! fault or a protection error leaves the VM's memory untouched; a read
+//! (gather) goes page by page, since a failure part-way only leaves bytes
+//! in the HCA's own buffer, which the caller discards. Each page is
+//! charged one translation either way.
 
 use iovirt_core::{AccessKind, Cost, FaultReason, Gpa, Gvmi, GvmiDma};
 
@@ -97,8 +100,10 @@ impl RegionAccess<'_> {
         let end = va + len as u64;
         let first_room = MR_PAGE_SIZE - va % MR_PAGE_SIZE;
         let mut cost = Cost::ZERO;
-        if len as u64 > first_room {
-            // Several pages: both stages of every page first, then the bytes.
+        let checked = kind == AccessKind::Write && len as u64 > first_room;
+        if checked {
+            // Several pages written: both stages of every page first, then
+            // the bytes. The checks are the translations charged.
             let mut a = va;
             while a < end {
                 let pa = stage1(a)?;
@@ -128,10 +133,153 @@ impl RegionAccess<'_> {
                     None => break,
                 },
             };
-            cost += r.map_err(|e| stage2(e, a))?;
+            let moved = r.map_err(|e| stage2(e, a))?;
+            if checked {
+                // Translated (and charged) by the check: only the bytes count.
+                cost.bytes += moved.bytes;
+            } else {
+                cost += moved;
+            }
             a += n as u64;
             done += n;
         }
         Ok(cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use iovirt_core::MockGvmiDma;
+
+    use super::*;
+    use crate::mr::{MkeyContext, MrMode, MttEntry, OdpCounters};
+
+    const START: u64 = 0x7000_0000;
+
+    /// A pinned two-page region whose pages sit at VM-physical 0x5000 and
+    /// 0x9000 (not adjacent, so a straddling access needs two translations).
+    fn tables() -> (Mpt, Mtt) {
+        let mut mpt = Mpt::new(4);
+        mpt.insert(MkeyContext {
+            key: Mkey::new(1, 7),
+            function: FunctionId(1),
+            pd: Pdn(1),
+            gvmi: Gvmi(3),
+            start: START,
+            length: 2 * MR_PAGE_SIZE,
+            access: Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
+            mode: MrMode::Pinned,
+            mtt_base: 0,
+            mtt_pages: 2,
+            counters: OdpCounters::default(),
+        });
+        let mut mtt = Mtt::new(2, 0);
+        mtt.set(0, MttEntry::present(Gpa::new(0x5000)));
+        mtt.set(1, MttEntry::present(Gpa::new(0x9000)));
+        (mpt, mtt)
+    }
+
+    fn hit(bytes: usize) -> Cost {
+        Cost {
+            iotlb_hits: 1,
+            bytes: bytes as u64,
+            ..Cost::ZERO
+        }
+    }
+
+    /// 96 bytes from 32 below the page boundary: 32 on page 0, 64 on page 1.
+    const VA: u64 = START + MR_PAGE_SIZE - 32;
+
+    #[test]
+    fn a_straddling_write_checks_both_pages_first_and_is_charged_once_per_page() {
+        let (mpt, mtt) = tables();
+        let access = RegionAccess {
+            mpt: &mpt,
+            mtt: &mtt,
+            function: FunctionId(1),
+            pd: Pdn(1),
+        };
+        let mut mem = MockGvmiDma::new();
+        let mut seq = mockall::Sequence::new();
+        for pa in [0x5000 + MR_PAGE_SIZE - 32, 0x9000] {
+            mem.expect_probe()
+                .withf(move |g, p, k| *g == Gvmi(3) && p.raw() == pa && *k == AccessKind::Write)
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_, _, _| Ok(hit(0)));
+        }
+        for (pa, n) in [(0x5000 + MR_PAGE_SIZE - 32, 32), (0x9000, 64)] {
+            mem.expect_dma_write()
+                .withf(move |_, p, d| p.raw() == pa && d.len() == n)
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_, _, d| Ok(hit(d.len())));
+        }
+        let cost = access
+            .copy(
+                &mut mem,
+                Mkey::new(1, 7),
+                VA,
+                Access::REMOTE_WRITE,
+                Dir::Write(&[0xAB; 96]),
+            )
+            .unwrap();
+        assert_eq!(cost.iotlb_hits, 2, "one translation per page, not two");
+        assert_eq!(cost.bytes, 96);
+    }
+
+    #[test]
+    fn a_straddling_read_goes_page_by_page_without_a_check_pass() {
+        let (mpt, mtt) = tables();
+        let access = RegionAccess {
+            mpt: &mpt,
+            mtt: &mtt,
+            function: FunctionId(1),
+            pd: Pdn(1),
+        };
+        let mut mem = MockGvmiDma::new();
+        mem.expect_probe().never();
+        mem.expect_dma_read()
+            .withf(|_, p, b| p.raw() == 0x5000 + MR_PAGE_SIZE - 32 && b.len() == 32)
+            .times(1)
+            .returning(|_, _, b| {
+                b.fill(1);
+                Ok(hit(b.len()))
+            });
+        // The second page is gone from stage 2: the miss names it, and the
+        // bytes of the first page only reached the caller's buffer.
+        mem.expect_dma_read()
+            .withf(|_, p, b| p.raw() == 0x9000 && b.len() == 64)
+            .times(1)
+            .returning(|_, p, _| {
+                Err(iovirt_core::DmaFault {
+                    addr: iovirt_core::Iova::new(p.raw()),
+                    access: AccessKind::Read,
+                    reason: FaultReason::NotPresent,
+                    cost: Cost::ZERO,
+                })
+            });
+        let mut buf = [0u8; 96];
+        let miss = access
+            .copy(
+                &mut mem,
+                Mkey::new(1, 7),
+                VA,
+                Access::REMOTE_READ,
+                Dir::Read(&mut buf),
+            )
+            .unwrap_err();
+        assert_eq!(
+            miss,
+            Miss::Fault {
+                stage: FaultStage::Host,
+                mkey: Mkey::new(1, 7),
+                gvmi: Gvmi(3),
+                va: START + MR_PAGE_SIZE,
+                pa: Some(Gpa::new(0x9000)),
+            }
+        );
     }
 }
