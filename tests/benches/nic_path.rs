@@ -14,10 +14,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use iovirt::platform::{MIB, TwoGuests, frame};
-use iovirt_core::Gpa;
-use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
-use iovirt_iommu::{IotlbConfig, Replacement};
+use iovirt::platform::frame;
+
+// The harness, shared with `tests/no_alloc.rs`.
+#[path = "support/nic_pair.rs"]
+mod nic_pair;
+use nic_pair::NicPair;
 
 fn path(c: &mut Criterion, group: &str, len: usize) {
     let mut g = c.benchmark_group(group);
@@ -40,28 +42,13 @@ fn path(c: &mut Criterion, group: &str, len: usize) {
         })
     });
 
-    let mut h = TwoGuests::new(IotlbConfig {
-        entries: 1024,
-        ways: 8,
-        replacement: Replacement::Lru,
-    })
-    .unwrap();
-    let mut pa = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
-    let mut pb = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
-    let mut da = E1000Driver::bring_up(&mut h.guest(0), &mut pa, E1000Config::default()).unwrap();
-    let mut db = E1000Driver::bring_up(&mut h.guest(1), &mut pb, E1000Config::default()).unwrap();
-    let mut received = 0u64;
-    let mut one_frame = |h: &mut TwoGuests| {
-        da.transmit(&mut h.guest(0), black_box(&f)).unwrap();
-        h.deliver(0, |_| {});
-        db.receive(&mut h.guest(1), |bytes| received += bytes.len() as u64)
-            .unwrap();
-    };
+    let mut pair = NicPair::new();
+    let mut received = 0usize;
     // Warm the IOTLB and every buffer.
     for _ in 0..256 {
-        one_frame(&mut h);
+        received += pair.one(&f).0;
     }
-    g.bench_function("iovirt", |b| b.iter(|| one_frame(&mut h)));
+    g.bench_function("iovirt", |b| b.iter(|| black_box(pair.one(black_box(&f)))));
     g.finish();
     assert!(received > 0);
 }

@@ -10,16 +10,15 @@
 
 use std::alloc::System;
 
-use iovirt::platform::{MIB, TwoGuests, frame};
+use iovirt::platform::frame;
 use iovirt::rdma_sim::{RdmaFabric, RdmaHostConfig};
-use iovirt_core::Gpa;
-use iovirt_drivers::{E1000Config, E1000Driver, GuestPageAllocator, Placement};
 use iovirt_hca::cqe::CqeStatus;
 use iovirt_hca::mr::{Access, MrMode};
 use iovirt_hca::qp::{PathMtu, QpType};
-use iovirt_iommu::{IotlbConfig, Replacement};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
+#[path = "../benches/support/nic_pair.rs"]
+mod nic_pair;
 mod rdma_common;
 #[path = "../benches/support/rdma_pair.rs"]
 mod rdma_pair;
@@ -36,41 +35,20 @@ fn allocations(work: impl FnOnce()) -> usize {
 }
 
 fn nic_path_allocates_nothing_per_frame() {
-    let mut h = TwoGuests::new(IotlbConfig {
-        entries: 1024,
-        ways: 8,
-        replacement: Replacement::Lru,
-    })
-    .unwrap();
-    let mut pa = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
-    let mut pb = GuestPageAllocator::new(Gpa::new(MIB), 2048, Placement::Contiguous);
-    let mut da = E1000Driver::bring_up(&mut h.guest(0), &mut pa, E1000Config::default()).unwrap();
-    let mut db = E1000Driver::bring_up(&mut h.guest(1), &mut pb, E1000Config::default()).unwrap();
+    let mut pair = nic_pair::NicPair::new();
     let frames = [64, 600, 1500]
         .map(|len| frame([0x52, 0x54, 0, 0, 0, 2], [0x52, 0x54, 0, 0, 0, 1], 7, len));
-    // One frame through; returns the frames and bytes driver B took.
-    let mut one = |h: &mut TwoGuests, f: &[u8]| {
-        da.transmit(&mut h.guest(0), f).unwrap();
-        h.deliver(0, |_| {});
-        let (mut got, mut len) = (0usize, 0usize);
-        db.receive(&mut h.guest(1), |b| {
-            got += 1;
-            len += b.len();
-        })
-        .unwrap();
-        (got, len)
-    };
     // Warm: every ring slot and buffer used once, the IOTLB filled.
     for _ in 0..600 {
         for f in &frames {
-            one(&mut h, f);
+            pair.one(f);
         }
     }
     let (mut received, mut bytes) = (0usize, 0usize);
     let n = allocations(|| {
         for _ in 0..1000 {
             for f in &frames {
-                let (got, len) = one(&mut h, f);
+                let (got, len) = pair.one(f);
                 received += got;
                 bytes += len;
             }

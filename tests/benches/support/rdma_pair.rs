@@ -5,12 +5,12 @@
 
 use iovirt::link::LinkConfig;
 use iovirt::rdma_sim::{RdmaFabric, RdmaHost, RdmaHostConfig};
-use iovirt_core::{CostModel, FrameQueue, Irq};
+use iovirt_core::{CostModel, FrameQueue, Irq, NetworkPort, SimTime};
 use iovirt_drivers::{Placement, QpInit, SendWr, WorkCompletion};
 use iovirt_hca::mr::{Access, MrMode};
 use iovirt_hca::qp::{AddressVector, PathMtu, QpAttr, QpState, QpType};
 use iovirt_hca::wqe::{Remote, Sge, WqeFlags, WqeOpcode};
-use iovirt_hca::{Cqn, HcaEnv, Mkey, Pdn, Qpn};
+use iovirt_hca::{Cqn, Hca, HcaEnv, Mkey, Pdn, Qpn};
 use iovirt_iommu::{IommuConfig, IotlbConfig, Replacement};
 
 /// The largest write, and the size of both regions.
@@ -113,6 +113,27 @@ pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Runs `step` on `h`'s HCA in an environment over its host's ports, with
+/// frames going to `wire` and interrupts to `irq`.
+fn on_hca<R>(
+    h: &mut RdmaHost,
+    cost: CostModel,
+    now: SimTime,
+    wire: &mut dyn NetworkPort,
+    irq: &mut Vec<Irq>,
+    step: impl FnOnce(&mut Hca, &mut HcaEnv<'_>) -> R,
+) -> R {
+    let (mut mem, mut oracle) = h.host.hca_ports(cost);
+    let mut env = HcaEnv {
+        mem: &mut mem,
+        wire,
+        irq,
+        now,
+        oracle: Some(&mut oracle),
+    };
+    step(&mut h.hca, &mut env)
+}
+
 /// The two hosts, a connected RC pair between their VMs, and the regions.
 pub(crate) struct Bench {
     /// The two hosts: A sends, B receives.
@@ -121,7 +142,7 @@ pub(crate) struct Bench {
     src: (u64, Mkey),
     dst: (u64, Mkey),
     cost: CostModel,
-    now: iovirt_core::SimTime,
+    now: SimTime,
     acks: FrameQueue,
     irqs: [Vec<Irq>; 2],
     wcs: Vec<WorkCompletion>,
@@ -212,59 +233,29 @@ impl Bench {
             .unwrap();
         let [irq_a, irq_b] = &mut self.irqs;
         let acks = &mut self.acks;
+        let (cost, now) = (self.cost, self.now);
         loop {
             // Requester A sends; each frame goes straight to responder B.
-            {
-                let (mut mem_b, mut oracle_b) = hb.host.hca_ports(self.cost);
-                let hca_b = &mut hb.hca;
-                let mut wire_b = |f: &[u8]| acks.push(f);
-                let mut env_b = HcaEnv {
-                    mem: &mut mem_b,
-                    wire: &mut wire_b,
-                    irq: irq_b,
-                    now: self.now,
-                    oracle: Some(&mut oracle_b),
-                };
-                let (mut mem_a, mut oracle_a) = ha.host.hca_ports(self.cost);
-                let mut wire_a = |f: &[u8]| hca_b.receive(f, &mut env_b);
-                let mut env_a = HcaEnv {
-                    mem: &mut mem_a,
-                    wire: &mut wire_a,
-                    irq: irq_a,
-                    now: self.now,
-                    oracle: Some(&mut oracle_a),
-                };
-                ha.hca.process(&mut env_a, usize::MAX);
-            }
+            let mut to_acks = |f: &[u8]| acks.push(f);
+            on_hca(hb, cost, now, &mut to_acks, irq_b, |hca_b, env_b| {
+                let mut to_b = |f: &[u8]| hca_b.receive(f, env_b);
+                on_hca(ha, cost, now, &mut to_b, irq_a, |hca_a, env_a| {
+                    hca_a.process(env_a, usize::MAX)
+                })
+            });
             // Responder B ACKs.
-            {
-                let (mut mem_b, mut oracle_b) = hb.host.hca_ports(self.cost);
-                let mut wire_b = |f: &[u8]| acks.push(f);
-                let mut env_b = HcaEnv {
-                    mem: &mut mem_b,
-                    wire: &mut wire_b,
-                    irq: irq_b,
-                    now: self.now,
-                    oracle: Some(&mut oracle_b),
-                };
-                hb.hca.process(&mut env_b, usize::MAX);
-            }
+            let mut to_acks = |f: &[u8]| acks.push(f);
+            on_hca(hb, cost, now, &mut to_acks, irq_b, |hca_b, env_b| {
+                hca_b.process(env_b, usize::MAX)
+            });
             // Requester A takes the ACKs and writes the completion.
-            {
-                let (mut mem_a, mut oracle_a) = ha.host.hca_ports(self.cost);
-                let mut wire_a = |_: &[u8]| panic!("unexpected frame from A on an ACK");
-                let mut env_a = HcaEnv {
-                    mem: &mut mem_a,
-                    wire: &mut wire_a,
-                    irq: irq_a,
-                    now: self.now,
-                    oracle: Some(&mut oracle_a),
-                };
+            let mut nowhere = |_: &[u8]| panic!("unexpected frame from A on an ACK");
+            on_hca(ha, cost, now, &mut nowhere, irq_a, |hca_a, env_a| {
                 for f in acks.frames() {
-                    ha.hca.receive(f, &mut env_a);
+                    hca_a.receive(f, env_a);
                 }
-                acks.clear();
-            }
+            });
+            acks.clear();
             irq_a.clear();
             irq_b.clear();
             self.wcs.clear();

@@ -181,6 +181,15 @@ mod tests {
         (mpt, mtt)
     }
 
+    fn access<'a>(mpt: &'a Mpt, mtt: &'a Mtt) -> RegionAccess<'a> {
+        RegionAccess {
+            mpt,
+            mtt,
+            function: FunctionId(1),
+            pd: Pdn(1),
+        }
+    }
+
     fn hit(bytes: usize) -> Cost {
         Cost {
             iotlb_hits: 1,
@@ -195,12 +204,7 @@ mod tests {
     #[test]
     fn a_straddling_write_checks_both_pages_first_and_is_charged_once_per_page() {
         let (mpt, mtt) = tables();
-        let access = RegionAccess {
-            mpt: &mpt,
-            mtt: &mtt,
-            function: FunctionId(1),
-            pd: Pdn(1),
-        };
+        let access = access(&mpt, &mtt);
         let mut mem = MockGvmiDma::new();
         let mut seq = mockall::Sequence::new();
         for pa in [0x5000 + MR_PAGE_SIZE - 32, 0x9000] {
@@ -233,12 +237,7 @@ mod tests {
     #[test]
     fn a_straddling_read_goes_page_by_page_without_a_check_pass() {
         let (mpt, mtt) = tables();
-        let access = RegionAccess {
-            mpt: &mpt,
-            mtt: &mtt,
-            function: FunctionId(1),
-            pd: Pdn(1),
-        };
+        let access = access(&mpt, &mtt);
         let mut mem = MockGvmiDma::new();
         mem.expect_probe().never();
         mem.expect_dma_read()
