@@ -258,12 +258,34 @@ impl Iotlb {
     #[inline(always)]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
         self.tick += 1;
-        let packed = tag.packed();
+        let i = self.find(tag.packed(), addr)?;
+        self.hit(i, addr, demand)
+    }
+
+    /// A demand [`Iotlb::lookup`] (the same entry, the same LRU and
+    /// prefetch accounting) for the DMA fast path: the output address of
+    /// `addr`, the bytes from it to the end of its page, and the
+    /// permissions, all from the entry's size bits without a `PageSize`.
+    #[inline(always)]
+    pub(crate) fn lookup_room(&mut self, tag: Tag, addr: u64) -> Option<(u64, u64, Perms)> {
+        self.tick += 1;
+        let i = self.find(tag.packed(), addr)?;
+        let e = self.touch(i, true)?;
+        let mask = (1u64 << e.shift()) - 1;
+        let offset = addr & mask;
+        Some(((e.out & !mask) | offset, mask - offset + 1, e.perms()))
+    }
+
+    /// The index of the entry translating `addr` under the packed tag:
+    /// the last hit's if it still covers it, else the first match probing
+    /// 4 KiB, 2 MiB, then 1 GiB sets.
+    #[inline(always)]
+    fn find(&mut self, packed: u64, addr: u64) -> Option<usize> {
         if let Some(e) = self.entries.get(self.last_hit)
             && e.tag == packed
             && e.key >> 2 == addr >> e.shift()
         {
-            return self.hit(self.last_hit, addr, demand);
+            return Some(self.last_hit);
         }
         for size in PageSize::ALL {
             if self.by_size.get(size_index(size)).copied().unwrap_or(0) == 0 {
@@ -278,15 +300,15 @@ impl Iotlb {
             };
             if let Some(way) = set.iter().position(|e| e.key == key && e.tag == packed) {
                 self.last_hit = first + way;
-                return self.hit(first + way, addr, demand);
+                return Some(first + way);
             }
         }
         None
     }
 
-    /// Accounts a hit on entry `i` and returns the translation of `addr`.
+    /// Accounts a hit on entry `i` (LRU stamp, prefetch use) and returns it.
     #[inline(always)]
-    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
+    fn touch(&mut self, i: usize, demand: bool) -> Option<Entry> {
         let lru = self.config.replacement == Replacement::Lru;
         let tick = self.tick;
         let e = self.entries.get_mut(i)?;
@@ -299,6 +321,13 @@ impl Iotlb {
                 self.stats.prefetch_used.inc();
             }
         }
+        Some(*e)
+    }
+
+    /// Accounts a hit on entry `i` and returns the translation of `addr`.
+    #[inline(always)]
+    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
+        let e = self.touch(i, demand)?;
         let mask = (1u64 << e.shift()) - 1;
         Some(Hit {
             out: (e.out & !mask) | (addr & mask),
@@ -534,6 +563,28 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(t.stats().prefetch_wasted.get(), 2);
         assert_eq!(t.stats().invalidated.get(), 1);
+    }
+
+    #[test]
+    fn lookup_room_agrees_with_lookup() {
+        let mut t = tlb(16, 4, Replacement::Lru);
+        t.insert(T, 0x1000, PageSize::Size4K, 0x9000, RW, true);
+        t.insert(
+            T,
+            0x4000_0000,
+            PageSize::Size2M,
+            0x8_0000_0000,
+            Perms::READ,
+            false,
+        );
+        for addr in [0x1000, 0x1abc, 0x1fff, 0x4000_0000, 0x401f_fff0] {
+            let hit = t.lookup(T, addr, false).unwrap();
+            let room = hit.size.bytes() - (addr & hit.size.mask());
+            assert_eq!(t.lookup_room(T, addr), Some((hit.out, room, hit.perms)));
+        }
+        assert_eq!(t.lookup_room(T, 0x2000), None);
+        // A demand lookup_room uses the prefetched entry, as lookup does.
+        assert_eq!(t.stats().prefetch_used.get(), 1);
     }
 
     #[test]

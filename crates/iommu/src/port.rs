@@ -5,6 +5,7 @@ use iovirt_core::{
 };
 
 use crate::iommu::{DmaRequest, Iommu};
+use crate::iotlb::Tag;
 use crate::translate::Failure;
 
 /// A [`DmaPort`] for one request identity: every access is translated page
@@ -21,6 +22,9 @@ pub struct IommuPort<'a, M: ?Sized, S: ?Sized> {
     mem: &'a mut M,
     irq: &'a mut S,
     req: DmaRequest,
+    /// The IOTLB tag of `req`'s cached translations, looked up at the
+    /// first DMA (`None` inside: the context does not translate).
+    tag: Option<Option<Tag>>,
 }
 
 impl Iommu {
@@ -40,6 +44,7 @@ impl Iommu {
             mem,
             irq,
             req,
+            tag: None,
         }
     }
 }
@@ -67,8 +72,17 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
     ) -> Result<Cost, DmaFault> {
         // The common case: the whole transfer sits in one page whose
         // translation is cached. No fault is possible past this lookup.
+        let tag = match self.tag {
+            Some(tag) => tag,
+            None => {
+                let tag = self.iommu.cached_tag(self.req);
+                self.tag = Some(tag);
+                tag
+            }
+        };
         if len != 0
-            && let Some((hpa, room, _)) = self.iommu.cached(self.req, addr.raw(), kind)
+            && let Some(tag) = tag
+            && let Some((hpa, room, _)) = self.iommu.cached_in(tag, addr.raw(), kind)
             && room >= len as u64
             && step(self.mem, hpa, 0, len).is_ok()
         {
