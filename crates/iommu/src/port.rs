@@ -63,6 +63,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
 
     /// Runs `len` bytes from `addr` page by page: `step(hpa, offset, n)`
     /// moves `n` bytes at `offset` of the transfer.
+    #[inline(always)]
     fn transfer(
         &mut self,
         addr: Iova,
@@ -93,6 +94,19 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
                 ..Cost::ZERO
             });
         }
+        self.transfer_slow(addr, len, kind, step)
+    }
+
+    /// [`IommuPort::transfer`] past the fast path: page by page through the
+    /// full translation. Out of line so the fast path inlines into devices.
+    #[inline(never)]
+    fn transfer_slow(
+        &mut self,
+        addr: Iova,
+        len: usize,
+        kind: AccessKind,
+        mut step: impl FnMut(&mut M, Hpa, usize, usize) -> Result<(), iovirt_core::MemError>,
+    ) -> Result<Cost, DmaFault> {
         let mut cost = Cost::ZERO;
         let mut done = 0usize;
         while done < len {
@@ -143,6 +157,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
 }
 
 impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> DmaPort for IommuPort<'_, M, S> {
+    #[inline]
     fn dma_read(&mut self, addr: Iova, buf: &mut [u8]) -> Result<Cost, DmaFault> {
         let len = buf.len();
         self.transfer(addr, len, AccessKind::Read, |mem, hpa, off, n| {
@@ -153,6 +168,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> DmaPort for IommuPo
         })
     }
 
+    #[inline]
     fn dma_write(&mut self, addr: Iova, data: &[u8]) -> Result<Cost, DmaFault> {
         self.transfer(
             addr,
