@@ -11,6 +11,7 @@ use crate::mem::{MemError, PhysMemory, check_range};
 use crate::page::FRAME_SIZE;
 
 const FRAME_BYTES: usize = FRAME_SIZE as usize;
+const FRAME_SHIFT: u32 = FRAME_SIZE.trailing_zeros();
 const CHUNK_SHIFT: u32 = 9;
 const FRAMES_PER_CHUNK: usize = 1 << CHUNK_SHIFT;
 
@@ -182,23 +183,44 @@ impl HostMemory {
             *entry = None;
         }
     }
-}
 
-impl PhysMemory<Hpa> for HostMemory {
-    fn size(&self) -> u64 {
-        self.size
+    /// The `len` bytes at `addr` when they lie in one resident frame. A
+    /// resident frame is always inside memory, so no range check is needed.
+    #[inline(always)]
+    fn resident_bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let off = (addr % FRAME_SIZE) as usize;
+        let chunk = self
+            .chunks
+            .get(usize::try_from(addr >> (FRAME_SHIFT + CHUNK_SHIFT)).ok()?)?
+            .as_deref()?;
+        let frame = chunk
+            .frames
+            .get(((addr >> FRAME_SHIFT) as usize) & (FRAMES_PER_CHUNK - 1))?
+            .as_deref()?;
+        frame.get(off..off.checked_add(len)?)
     }
 
-    fn read(&self, addr: Hpa, buf: &mut [u8]) -> Result<(), MemError> {
+    /// [`HostMemory::resident_bytes`], writable.
+    #[inline(always)]
+    fn resident_bytes_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let off = (addr % FRAME_SIZE) as usize;
+        let chunk = self
+            .chunks
+            .get_mut(usize::try_from(addr >> (FRAME_SHIFT + CHUNK_SHIFT)).ok()?)?
+            .as_deref_mut()?;
+        let frame = chunk
+            .frames
+            .get_mut(((addr >> FRAME_SHIFT) as usize) & (FRAMES_PER_CHUNK - 1))?
+            .as_deref_mut()?;
+        frame.get_mut(off..off.checked_add(len)?)
+    }
+
+    /// A read the fast path declined: out of range, across frames, or
+    /// touching frames without storage. Out of line so `read` inlines small.
+    #[cold]
+    #[inline(never)]
+    fn read_slow(&self, addr: Hpa, buf: &mut [u8]) -> Result<(), MemError> {
         check_range(addr, buf.len() as u64, self.size)?;
-        let off = (addr.raw() % FRAME_SIZE) as usize;
-        if let Some(src) = self
-            .frame(addr.raw() / FRAME_SIZE)
-            .and_then(|f| f.get(off..off + buf.len()))
-        {
-            buf.copy_from_slice(src);
-            return Ok(());
-        }
         let mut pos = addr.raw();
         for piece in split_at_frames(pos, buf) {
             let off = (pos % FRAME_SIZE) as usize;
@@ -214,17 +236,11 @@ impl PhysMemory<Hpa> for HostMemory {
         Ok(())
     }
 
-    fn write(&mut self, addr: Hpa, data: &[u8]) -> Result<(), MemError> {
+    /// A write the fast path declined, as [`HostMemory::read_slow`].
+    #[cold]
+    #[inline(never)]
+    fn write_slow(&mut self, addr: Hpa, data: &[u8]) -> Result<(), MemError> {
         check_range(addr, data.len() as u64, self.size)?;
-        // Fast path for DMA: the whole write lands in one resident frame.
-        let off = (addr.raw() % FRAME_SIZE) as usize;
-        if let Some(dst) = self
-            .frame_mut_if_present(addr.raw() / FRAME_SIZE)
-            .and_then(|f| f.get_mut(off..off + data.len()))
-        {
-            dst.copy_from_slice(data);
-            return Ok(());
-        }
         let mut pos = addr.raw();
         let mut rest = data;
         while !rest.is_empty() {
@@ -246,6 +262,33 @@ impl PhysMemory<Hpa> for HostMemory {
             rest = tail;
         }
         Ok(())
+    }
+}
+
+impl PhysMemory<Hpa> for HostMemory {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    #[inline]
+    fn read(&self, addr: Hpa, buf: &mut [u8]) -> Result<(), MemError> {
+        // Fast path for DMA and drivers: the whole read lies in one resident
+        // frame (and so in range: only in-range frames ever get storage).
+        if let Some(src) = self.resident_bytes(addr.raw(), buf.len()) {
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        self.read_slow(addr, buf)
+    }
+
+    #[inline]
+    fn write(&mut self, addr: Hpa, data: &[u8]) -> Result<(), MemError> {
+        // Fast path for DMA and drivers, as in `read`.
+        if let Some(dst) = self.resident_bytes_mut(addr.raw(), data.len()) {
+            dst.copy_from_slice(data);
+            return Ok(());
+        }
+        self.write_slow(addr, data)
     }
 
     #[inline]

@@ -2,8 +2,11 @@
 //!
 //! Entries are tagged with the address space (a domain, or a GVMI), the PASID
 //! (or none), the page number and the page size, so one huge page takes one
-//! entry. A lookup probes the 4 KiB set, then the 2 MiB and 1 GiB sets only
-//! when entries of those sizes exist. Faults are never cached.
+//! entry. A lookup checks the entry of the last hit, then the entry a way
+//! predictor names for the 4 KiB page, then probes the 4 KiB set, then the
+//! 2 MiB and 1 GiB sets only when entries of those sizes exist; the
+//! predictor only skips work, never changes which entry hits. Faults are
+//! never cached.
 
 use iovirt_core::{Counter, PageSize, Perms, Stats};
 use serde::{Deserialize, Serialize};
@@ -187,7 +190,22 @@ pub struct Iotlb {
     /// burst hits one page many times. Only a hint: the entry is re-checked
     /// (valid, same tag, covers the address) before it is used.
     last_hit: usize,
+    /// Way predictor: for a hash of tag and 4 KiB page, the entry that
+    /// last held that page, so a hit on a page other than the last one
+    /// skips the set probe. Only a hint, re-checked like `last_hit`.
+    hints: [u32; HINTS],
     stats: IotlbStats,
+}
+
+/// Slots of the way predictor (a power of two).
+const HINTS: usize = 256;
+
+/// The way predictor's slot for a 4 KiB page under a packed tag. The
+/// space is shifted above the page bits that vary within a guest's rings
+/// and buffers, so two domains' identical IOVAs land apart.
+#[inline(always)]
+fn hint_slot(packed: u64, vpn: u64) -> usize {
+    ((vpn ^ packed ^ ((packed >> 32) << 7)) as usize) & (HINTS - 1)
 }
 
 fn size_index(size: PageSize) -> usize {
@@ -222,6 +240,7 @@ impl Iotlb {
             tick: 0,
             by_size: [0; 3],
             last_hit: 0,
+            hints: [0; HINTS],
             stats: IotlbStats::default(),
         })
     }
@@ -258,12 +277,47 @@ impl Iotlb {
     #[inline(always)]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
         self.tick += 1;
-        let packed = tag.packed();
+        let i = self.find(tag.packed(), addr)?;
+        self.hit(i, addr, demand)
+    }
+
+    /// A demand [`Iotlb::lookup`] (the same entry, the same LRU and
+    /// prefetch accounting) for the DMA fast path: the output address of
+    /// `addr`, the bytes from it to the end of its page, and the
+    /// permissions, all from the entry's size bits without a `PageSize`.
+    #[inline(always)]
+    pub(crate) fn lookup_room(&mut self, tag: Tag, addr: u64) -> Option<(u64, u64, Perms)> {
+        self.tick += 1;
+        let i = self.find(tag.packed(), addr)?;
+        let e = self.touch(i, true)?;
+        let mask = (1u64 << e.shift()) - 1;
+        let offset = addr & mask;
+        Some(((e.out & !mask) | offset, mask - offset + 1, e.perms()))
+    }
+
+    /// The index of the entry translating `addr` under the packed tag:
+    /// the last hit's if it still covers it, else the first match probing
+    /// 4 KiB, 2 MiB, then 1 GiB sets.
+    #[inline(always)]
+    fn find(&mut self, packed: u64, addr: u64) -> Option<usize> {
         if let Some(e) = self.entries.get(self.last_hit)
             && e.tag == packed
             && e.key >> 2 == addr >> e.shift()
         {
-            return self.hit(self.last_hit, addr, demand);
+            return Some(self.last_hit);
+        }
+        // A 4 KiB entry for the page is what the probe below would find
+        // first: its set holds at most one entry per tag and page.
+        let vpn = addr >> PageSize::Size4K.shift();
+        let slot = hint_slot(packed, vpn);
+        let key = page_key(vpn, PageSize::Size4K);
+        if let Some(&hint) = self.hints.get(slot)
+            && let Some(e) = self.entries.get(hint as usize)
+            && e.tag == packed
+            && e.key == key
+        {
+            self.last_hit = hint as usize;
+            return Some(hint as usize);
         }
         for size in PageSize::ALL {
             if self.by_size.get(size_index(size)).copied().unwrap_or(0) == 0 {
@@ -278,15 +332,20 @@ impl Iotlb {
             };
             if let Some(way) = set.iter().position(|e| e.key == key && e.tag == packed) {
                 self.last_hit = first + way;
-                return self.hit(first + way, addr, demand);
+                if size == PageSize::Size4K
+                    && let Some(h) = self.hints.get_mut(slot)
+                {
+                    *h = (first + way) as u32;
+                }
+                return Some(first + way);
             }
         }
         None
     }
 
-    /// Accounts a hit on entry `i` and returns the translation of `addr`.
+    /// Accounts a hit on entry `i` (LRU stamp, prefetch use) and returns it.
     #[inline(always)]
-    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
+    fn touch(&mut self, i: usize, demand: bool) -> Option<Entry> {
         let lru = self.config.replacement == Replacement::Lru;
         let tick = self.tick;
         let e = self.entries.get_mut(i)?;
@@ -299,6 +358,13 @@ impl Iotlb {
                 self.stats.prefetch_used.inc();
             }
         }
+        Some(*e)
+    }
+
+    /// Accounts a hit on entry `i` and returns the translation of `addr`.
+    #[inline(always)]
+    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
+        let e = self.touch(i, demand)?;
         let mask = (1u64 << e.shift()) - 1;
         Some(Hit {
             out: (e.out & !mask) | (addr & mask),
@@ -373,6 +439,11 @@ impl Iotlb {
             stamp: tick,
         };
         self.last_hit = first + slot;
+        if size == PageSize::Size4K
+            && let Some(h) = self.hints.get_mut(hint_slot(packed, vpn))
+        {
+            *h = (first + slot) as u32;
+        }
         if let Some(n) = self.by_size.get_mut(size_index(size)) {
             *n += 1;
         }
@@ -534,6 +605,46 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(t.stats().prefetch_wasted.get(), 2);
         assert_eq!(t.stats().invalidated.get(), 1);
+    }
+
+    #[test]
+    fn lookup_room_agrees_with_lookup() {
+        let mut t = tlb(16, 4, Replacement::Lru);
+        t.insert(T, 0x1000, PageSize::Size4K, 0x9000, RW, true);
+        t.insert(
+            T,
+            0x4000_0000,
+            PageSize::Size2M,
+            0x8_0000_0000,
+            Perms::READ,
+            false,
+        );
+        for addr in [0x1000, 0x1abc, 0x1fff, 0x4000_0000, 0x401f_fff0] {
+            let hit = t.lookup(T, addr, false).unwrap();
+            let room = hit.size.bytes() - (addr & hit.size.mask());
+            assert_eq!(t.lookup_room(T, addr), Some((hit.out, room, hit.perms)));
+        }
+        assert_eq!(t.lookup_room(T, 0x2000), None);
+        // A demand lookup_room uses the prefetched entry, as lookup does.
+        assert_eq!(t.stats().prefetch_used.get(), 1);
+    }
+
+    #[test]
+    fn way_predictor_returns_what_the_probe_would() {
+        let mut t = tlb(64, 8, Replacement::Lru);
+        t.insert(T, 0x1000, PageSize::Size4K, 0xa000, RW, false);
+        t.insert(T, 0x0, PageSize::Size2M, 0x40_0000, RW, false);
+        t.insert(T, 0x9000_0000, PageSize::Size4K, 0xb000, RW, false);
+        // Neither the last hit nor a 2 MiB entry: the 4 KiB entry, first
+        // in the probe's order.
+        assert_eq!(t.lookup(T, 0x1234, true).map(|h| h.out), Some(0xa234));
+        assert_eq!(t.lookup(T, 0x5678, true).map(|h| h.out), Some(0x40_5678));
+        // A stale hint is re-checked: an invalidated page misses.
+        t.invalidate(|_, addr, size| addr == 0x1000 && size == PageSize::Size4K);
+        t.lookup(T, 0x9000_0000, true);
+        assert_eq!(t.lookup(T, 0x1234, true).map(|h| h.out), Some(0x40_1234));
+        let other = Tag { space: 2, ..T };
+        assert_eq!(t.lookup(other, 0x9000_0000, true), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use iovirt_core::{
 };
 
 use crate::iommu::{DmaRequest, Iommu};
+use crate::iotlb::Tag;
 use crate::translate::Failure;
 
 /// A [`DmaPort`] for one request identity: every access is translated page
@@ -21,6 +22,9 @@ pub struct IommuPort<'a, M: ?Sized, S: ?Sized> {
     mem: &'a mut M,
     irq: &'a mut S,
     req: DmaRequest,
+    /// The IOTLB tag of `req`'s cached translations, looked up at the
+    /// first DMA (`None` inside: the context does not translate).
+    tag: Option<Option<Tag>>,
 }
 
 impl Iommu {
@@ -40,6 +44,7 @@ impl Iommu {
             mem,
             irq,
             req,
+            tag: None,
         }
     }
 }
@@ -58,6 +63,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
 
     /// Runs `len` bytes from `addr` page by page: `step(hpa, offset, n)`
     /// moves `n` bytes at `offset` of the transfer.
+    #[inline(always)]
     fn transfer(
         &mut self,
         addr: Iova,
@@ -67,8 +73,17 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
     ) -> Result<Cost, DmaFault> {
         // The common case: the whole transfer sits in one page whose
         // translation is cached. No fault is possible past this lookup.
+        let tag = match self.tag {
+            Some(tag) => tag,
+            None => {
+                let tag = self.iommu.cached_tag(self.req);
+                self.tag = Some(tag);
+                tag
+            }
+        };
         if len != 0
-            && let Some((hpa, room, _)) = self.iommu.cached(self.req, addr.raw(), kind)
+            && let Some(tag) = tag
+            && let Some((hpa, room, _)) = self.iommu.cached_in(tag, addr.raw(), kind)
             && room >= len as u64
             && step(self.mem, hpa, 0, len).is_ok()
         {
@@ -79,6 +94,19 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
                 ..Cost::ZERO
             });
         }
+        self.transfer_slow(addr, len, kind, step)
+    }
+
+    /// [`IommuPort::transfer`] past the fast path: page by page through the
+    /// full translation. Out of line so the fast path inlines into devices.
+    #[inline(never)]
+    fn transfer_slow(
+        &mut self,
+        addr: Iova,
+        len: usize,
+        kind: AccessKind,
+        mut step: impl FnMut(&mut M, Hpa, usize, usize) -> Result<(), iovirt_core::MemError>,
+    ) -> Result<Cost, DmaFault> {
         let mut cost = Cost::ZERO;
         let mut done = 0usize;
         while done < len {
@@ -129,6 +157,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
 }
 
 impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> DmaPort for IommuPort<'_, M, S> {
+    #[inline]
     fn dma_read(&mut self, addr: Iova, buf: &mut [u8]) -> Result<Cost, DmaFault> {
         let len = buf.len();
         self.transfer(addr, len, AccessKind::Read, |mem, hpa, off, n| {
@@ -139,6 +168,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> DmaPort for IommuPo
         })
     }
 
+    #[inline]
     fn dma_write(&mut self, addr: Iova, data: &[u8]) -> Result<Cost, DmaFault> {
         self.transfer(
             addr,

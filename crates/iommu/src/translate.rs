@@ -215,21 +215,34 @@ impl Iommu {
         addr: u64,
         kind: AccessKind,
     ) -> Option<(Hpa, u64, Perms)> {
+        let tag = self.cached_tag(req)?;
+        self.cached_in(tag, addr, kind)
+    }
+
+    /// The IOTLB tag [`Iommu::cached`] looks `req`'s addresses up under:
+    /// `None` unless its context translates. A port keeps it for its life,
+    /// during which nothing can change the context table.
+    #[inline(always)]
+    pub(crate) fn cached_tag(&self, req: DmaRequest) -> Option<Tag> {
         let Some(ContextEntry::Translate { domain, .. }) = self.context(req.requester) else {
             return None;
         };
-        let tag = Tag {
+        Some(Tag {
             space: u32::from(domain.0),
             pasid: req.pasid.map_or(NO_PASID, |p| p.raw()),
-        };
-        let hit = self.iotlb.lookup(tag, addr, true)?;
-        allows(hit.perms, kind).then(|| {
-            (
-                Hpa::new(hit.out),
-                hit.size.bytes() - (addr & hit.size.mask()),
-                hit.perms,
-            )
         })
+    }
+
+    /// [`Iommu::cached`] with the tag already resolved.
+    #[inline(always)]
+    pub(crate) fn cached_in(
+        &mut self,
+        tag: Tag,
+        addr: u64,
+        kind: AccessKind,
+    ) -> Option<(Hpa, u64, Perms)> {
+        let (out, room, perms) = self.iotlb.lookup_room(tag, addr)?;
+        allows(perms, kind).then_some((Hpa::new(out), room, perms))
     }
 
     /// Counts a translation served by [`Iommu::cached`] that moved `bytes`.

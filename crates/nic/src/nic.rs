@@ -161,6 +161,20 @@ impl Ring {
         n != 0 && self.head < n && self.tail < n
     }
 
+    /// The index after `i`: `(i + 1) % count`, 0 for a ring of no
+    /// descriptors. Compares rather than divides unless `i + 1` is past
+    /// the end (only a wrap, on a valid ring).
+    #[inline]
+    pub(crate) fn after(&self, i: u32) -> u32 {
+        let next = i + 1;
+        let count = self.count();
+        if next < count {
+            next
+        } else {
+            next.checked_rem(count).unwrap_or(0)
+        }
+    }
+
     /// The address of the descriptor at the head (meaningful when valid).
     pub(crate) fn head_address(&self) -> u64 {
         self.base()

@@ -246,8 +246,8 @@ impl Nic {
         let writeback = desc.as_bytes().get(8..).unwrap_or(&[]);
         self.rx_dma(env.dma.dma_write(Iova::new(at.wrapping_add(8)), writeback))?;
         self.stats.rx_descriptors.inc();
-        // Callers checked the ring is valid; checked_rem keeps a count of 0 from panicking.
-        self.rx.head = (self.rx.head + 1).checked_rem(self.rx.count()).unwrap_or(0);
+        // Callers checked the ring is valid; `after` keeps a count of 0 from panicking.
+        self.rx.head = self.rx.after(self.rx.head);
         Ok(())
     }
 

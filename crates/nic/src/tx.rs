@@ -242,8 +242,8 @@ impl Nic {
                 }
             }
         }
-        // Callers checked the ring is valid; checked_rem keeps a count of 0 from panicking.
-        self.tx.head = (self.tx.head + 1).checked_rem(self.tx.count()).unwrap_or(0);
+        // Callers checked the ring is valid; `after` keeps a count of 0 from panicking.
+        self.tx.head = self.tx.after(self.tx.head);
         done
     }
 
@@ -312,7 +312,10 @@ impl Nic {
     {
         if !self.tx_discard && !self.tx_frame.is_empty() {
             let len = self.padded_len(self.tx_frame.len());
-            self.tx_frame.pad_to(len);
+            // Only short frames need padding; skip the empty fill otherwise.
+            if len > self.tx_frame.len() {
+                self.tx_frame.pad_to(len);
+            }
             env.net.send(self.tx_frame.as_slice());
             self.count_sent(self.tx_frame.len());
         }

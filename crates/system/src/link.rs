@@ -34,9 +34,17 @@ impl LinkConfig {
     /// Time to put a frame of `len` bytes (without FCS) on the wire: FCS,
     /// preamble and inter-frame gap included.
     pub fn serialization(&self, len: usize) -> SimDuration {
-        let bits = u128::from(len as u64 + FCS + ETHERNET_WIRE_OVERHEAD) * 8;
-        let ns = (bits * 1_000_000_000).div_ceil(u128::from(self.bits_per_sec.max(1)));
-        SimDuration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+        let bits = (len as u64 + FCS + ETHERNET_WIRE_OVERHEAD) * 8;
+        let bps = self.bits_per_sec.max(1);
+        // In u64 when the product fits (any real frame); u128 otherwise.
+        let ns = match bits.checked_mul(1_000_000_000) {
+            Some(product) => product.div_ceil(bps),
+            None => {
+                let ns = (u128::from(bits) * 1_000_000_000).div_ceil(u128::from(bps));
+                u64::try_from(ns).unwrap_or(u64::MAX)
+            }
+        };
+        SimDuration::from_nanos(ns)
     }
 }
 
@@ -63,6 +71,9 @@ pub struct Link {
     free_at: SimTime,
     flight: VecDeque<(SimTime, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
+    /// The last frame length sent and its serialisation time: frames of
+    /// one length tend to follow each other, and the division is costly.
+    last_busy: Option<(usize, SimDuration)>,
     stats: LinkStats,
 }
 
@@ -74,6 +85,7 @@ impl Link {
             free_at: SimTime::ZERO,
             flight: VecDeque::new(),
             spare: Vec::new(),
+            last_busy: None,
             stats: LinkStats::default(),
         }
     }
@@ -87,7 +99,14 @@ impl Link {
             return None;
         }
         let start = now.max(self.free_at);
-        let busy = self.config.serialization(frame.len());
+        let busy = match self.last_busy {
+            Some((len, busy)) if len == frame.len() => busy,
+            _ => {
+                let busy = self.config.serialization(frame.len());
+                self.last_busy = Some((frame.len(), busy));
+                busy
+            }
+        };
         self.free_at = start + busy;
         let arrival = self.free_at + SimDuration::from_nanos(self.config.latency_ns);
         let mut buf = self.spare.pop().unwrap_or_default();

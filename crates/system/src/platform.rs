@@ -386,16 +386,22 @@ impl TwoGuests {
 
     /// VM `v`'s view.
     pub fn guest(&mut self, v: usize) -> Guest<'_> {
+        self.guest_and_inbound(v).0
+    }
+
+    /// VM `v`'s view, and the link into its NIC (the other VM's way out),
+    /// borrowed apart so frames can be delivered straight off it.
+    fn guest_and_inbound(&mut self, v: usize) -> (Guest<'_>, &mut Link) {
         let [a, b] = &mut self.nics;
         let [wa, wb] = &mut self.links;
         let [ta, tb] = &mut self.timers;
         let [ia, ib] = &mut self.irqs;
-        let (nic, wire, timers, irqs) = if v == 0 {
-            (a, wa, ta, ia)
+        let (nic, wire, inbound, timers, irqs) = if v == 0 {
+            (a, wa, wb, ta, ia)
         } else {
-            (b, wb, tb, ib)
+            (b, wb, wa, tb, ib)
         };
-        Guest {
+        let guest = Guest {
             mem: &mut self.mem,
             iommu: &mut self.iommu,
             nic,
@@ -405,7 +411,8 @@ impl TwoGuests {
             now: self.now,
             timers,
             irqs,
-        }
+        };
+        (guest, inbound)
     }
 
     /// Replaces both links (empty) with links of `config`.
@@ -428,14 +435,12 @@ impl TwoGuests {
         tap: &mut dyn FnMut(SimTime, &[u8]),
         mut on: impl FnMut(RxOutcome),
     ) {
-        let Some(slot) = self.links.get_mut(from) else {
+        if from > 1 {
             return;
-        };
-        let config = slot.config();
-        let mut link = core::mem::replace(slot, Link::new(config));
+        }
         let mut last = self.now;
         {
-            let mut g = self.guest(1 - from);
+            let (mut g, link) = self.guest_and_inbound(1 - from);
             link.deliver_until(SimTime::from_nanos(u64::MAX), |t, frame| {
                 tap(t, frame);
                 last = last.max(t);
@@ -443,9 +448,6 @@ impl TwoGuests {
             });
         }
         self.now = last;
-        if let Some(slot) = self.links.get_mut(from) {
-            *slot = link;
-        }
     }
 }
 
@@ -532,21 +534,14 @@ impl TwoGuests {
 
     /// Delivers the frames on link `from` that arrived by `until`.
     fn deliver_until(&mut self, from: usize, until: SimTime, tap: &mut dyn FnMut(SimTime, &[u8])) {
-        let Some(slot) = self.links.get_mut(from) else {
+        if from > 1 {
             return;
-        };
-        let config = slot.config();
-        let mut link = core::mem::replace(slot, Link::new(config));
-        {
-            let mut g = self.guest(1 - from);
-            link.deliver_until(until, |t, frame| {
-                tap(t, frame);
-                g.with_nic(|nic, env| nic.receive(frame, env));
-            });
         }
-        if let Some(slot) = self.links.get_mut(from) {
-            *slot = link;
-        }
+        let (mut g, link) = self.guest_and_inbound(1 - from);
+        link.deliver_until(until, |t, frame| {
+            tap(t, frame);
+            g.with_nic(|nic, env| nic.receive(frame, env));
+        });
     }
 }
 
