@@ -137,13 +137,7 @@ impl Opcode {
 
     /// The transport service, or `None` for an unknown opcode.
     pub const fn transport(self) -> Option<Transport> {
-        match self.0 {
-            0x00..=0x12 => Some(Transport::Rc),
-            0x20..=0x2B => Some(Transport::Uc),
-            0x64 | 0x65 => Some(Transport::Ud),
-            0x81 => Some(Transport::Cnp),
-            _ => None,
-        }
+        self.props().transport
     }
 
     /// Whether this codec knows the opcode.
@@ -151,99 +145,63 @@ impl Opcode {
         self.transport().is_some()
     }
 
-    /// The operation code with the transport bits removed, for the
-    /// connected services and UD; `None` for CNP and unknown opcodes.
-    const fn op_code(self) -> Option<u8> {
-        match self.transport() {
-            Some(Transport::Rc) => Some(self.0),
-            Some(Transport::Uc) => Some(self.0 - UC_BASE),
-            // UD's SEND ONLY (0x04 below the UD base of 0x60) and its
-            // immediate variant.
-            Some(Transport::Ud) => Some(self.0 - 0x60),
-            Some(Transport::Cnp) | None => None,
-        }
-    }
-
     /// The operation the packet belongs to; `None` for CNP and unknown opcodes.
     pub const fn operation(self) -> Option<Operation> {
-        match self.op_code() {
-            Some(0x00..=0x05) => Some(Operation::Send),
-            Some(0x06..=0x0B) => Some(Operation::RdmaWrite),
-            Some(0x0C) => Some(Operation::RdmaReadRequest),
-            Some(0x0D..=0x10) => Some(Operation::RdmaReadResponse),
-            Some(0x11) => Some(Operation::Acknowledge),
-            Some(0x12) => Some(Operation::AtomicAcknowledge),
-            _ => None,
-        }
+        self.props().operation
     }
 
     /// The packet's place in its message; `None` for CNP and unknown opcodes.
     pub const fn position(self) -> Option<Position> {
-        match self.op_code() {
-            Some(0x00 | 0x06 | 0x0D) => Some(Position::First),
-            Some(0x01 | 0x07 | 0x0E) => Some(Position::Middle),
-            Some(0x02 | 0x03 | 0x08 | 0x09 | 0x0F) => Some(Position::Last),
-            Some(0x04 | 0x05 | 0x0A | 0x0B | 0x0C | 0x10 | 0x11 | 0x12) => Some(Position::Only),
-            _ => None,
-        }
+        self.props().position
     }
 
     /// Whether an RDMA Extended Transport Header follows the BTH: the
     /// packets that start a WRITE and READ requests.
     pub const fn has_reth(self) -> bool {
-        matches!(self.op_code(), Some(0x06 | 0x0A | 0x0B | 0x0C))
+        self.props().flags & RETH != 0
     }
 
     /// Whether an ACK Extended Transport Header follows: acknowledgements
     /// and the READ responses that are not in the middle.
     pub const fn has_aeth(self) -> bool {
-        matches!(self.op_code(), Some(0x0D | 0x0F | 0x10 | 0x11 | 0x12))
+        self.props().flags & AETH != 0
     }
 
     /// Whether a Datagram Extended Transport Header follows (UD only).
     pub const fn has_deth(self) -> bool {
-        matches!(self.transport(), Some(Transport::Ud))
+        self.props().flags & DETH != 0
     }
 
     /// Whether four bytes of immediate data follow the other headers.
     pub const fn has_immdt(self) -> bool {
-        matches!(self.op_code(), Some(0x03 | 0x05 | 0x09 | 0x0B))
+        self.props().flags & IMMDT != 0
     }
 
     /// Whether an Atomic ACK Extended Transport Header follows the AETH.
     pub const fn has_atomic_ack_eth(self) -> bool {
-        matches!(self.op_code(), Some(0x12))
+        self.props().flags & ATOMIC_ACK_ETH != 0
     }
 
     /// Whether the packet may carry payload. A CNP's 16 reserved bytes
     /// count as its payload.
     pub const fn has_payload(self) -> bool {
-        match self.operation() {
-            Some(Operation::Send | Operation::RdmaWrite | Operation::RdmaReadResponse) => true,
-            Some(_) => false,
-            None => matches!(self.transport(), Some(Transport::Cnp)),
-        }
+        self.props().flags & PAYLOAD != 0
     }
 
     /// Bytes of extended headers between the BTH and the payload.
     pub const fn ext_len(self) -> usize {
-        let mut len = 0;
-        if self.has_reth() {
-            len += super::RETH_LEN;
+        self.props().ext_len as usize
+    }
+
+    /// This opcode's entry of [`PROPS`]: one load instead of re-deriving
+    /// the property from the rules on every call (the packet path asks
+    /// for several per packet).
+    const fn props(self) -> Props {
+        // A u8 is always below 256, so the rest is never empty.
+        match PROPS.split_at_checked(self.0 as usize) {
+            Some((_, [p, ..])) => *p,
+            _ => Props::UNKNOWN,
         }
-        if self.has_deth() {
-            len += super::DETH_LEN;
-        }
-        if self.has_aeth() {
-            len += super::AETH_LEN;
-        }
-        if self.has_atomic_ack_eth() {
-            len += super::ATOMIC_ACK_ETH_LEN;
-        }
-        if self.has_immdt() {
-            len += super::IMMDT_LEN;
-        }
-        len
     }
 
     /// The hardware name, e.g. `RC_RDMA_WRITE_FIRST`, or `None` if unknown.
@@ -286,6 +244,188 @@ impl Opcode {
         ];
         let i = Opcode::ALL.iter().position(|&o| o == self)?;
         NAMES.get(i).copied()
+    }
+}
+
+/// Everything an opcode implies, as one entry of [`PROPS`].
+#[derive(Clone, Copy)]
+struct Props {
+    transport: Option<Transport>,
+    operation: Option<Operation>,
+    position: Option<Position>,
+    /// [`RETH`], [`AETH`], [`DETH`], [`IMMDT`], [`ATOMIC_ACK_ETH`], [`PAYLOAD`].
+    flags: u8,
+    ext_len: u8,
+}
+
+const RETH: u8 = 1 << 0;
+const AETH: u8 = 1 << 1;
+const DETH: u8 = 1 << 2;
+const IMMDT: u8 = 1 << 3;
+const ATOMIC_ACK_ETH: u8 = 1 << 4;
+const PAYLOAD: u8 = 1 << 5;
+
+impl Props {
+    const UNKNOWN: Props = Props {
+        transport: None,
+        operation: None,
+        position: None,
+        flags: 0,
+        ext_len: 0,
+    };
+
+    /// The entry of `op`, from the rules.
+    const fn of(op: Opcode) -> Props {
+        let mut flags = 0;
+        if op.rule_has_reth() {
+            flags |= RETH;
+        }
+        if op.rule_has_aeth() {
+            flags |= AETH;
+        }
+        if op.rule_has_deth() {
+            flags |= DETH;
+        }
+        if op.rule_has_immdt() {
+            flags |= IMMDT;
+        }
+        if op.rule_has_atomic_ack_eth() {
+            flags |= ATOMIC_ACK_ETH;
+        }
+        if op.rule_has_payload() {
+            flags |= PAYLOAD;
+        }
+        Props {
+            transport: op.rule_transport(),
+            operation: op.rule_operation(),
+            position: op.rule_position(),
+            flags,
+            // At most RETH + ImmDt, 20 bytes.
+            ext_len: op.rule_ext_len() as u8,
+        }
+    }
+}
+
+/// The properties of every byte, worked out at compile time from the
+/// rules below.
+const PROPS: [Props; 256] = {
+    let mut table = [Props::UNKNOWN; 256];
+    let mut i = 0;
+    while i < 256 {
+        if let Some((_, [slot, ..])) = table.split_at_mut_checked(i) {
+            *slot = Props::of(Opcode(i as u8));
+        }
+        i += 1;
+    }
+    table
+};
+
+/// The rules [`PROPS`] is built from, as the specification states them.
+impl Opcode {
+    /// The transport service, or `None` for an unknown opcode.
+    const fn rule_transport(self) -> Option<Transport> {
+        match self.0 {
+            0x00..=0x12 => Some(Transport::Rc),
+            0x20..=0x2B => Some(Transport::Uc),
+            0x64 | 0x65 => Some(Transport::Ud),
+            0x81 => Some(Transport::Cnp),
+            _ => None,
+        }
+    }
+
+    /// The operation code with the transport bits removed, for the
+    /// connected services and UD; `None` for CNP and unknown opcodes.
+    const fn rule_op_code(self) -> Option<u8> {
+        match self.rule_transport() {
+            Some(Transport::Rc) => Some(self.0),
+            Some(Transport::Uc) => Some(self.0 - UC_BASE),
+            // UD's SEND ONLY (0x04 below the UD base of 0x60) and its
+            // immediate variant.
+            Some(Transport::Ud) => Some(self.0 - 0x60),
+            Some(Transport::Cnp) | None => None,
+        }
+    }
+
+    /// The operation the packet belongs to; `None` for CNP and unknown opcodes.
+    const fn rule_operation(self) -> Option<Operation> {
+        match self.rule_op_code() {
+            Some(0x00..=0x05) => Some(Operation::Send),
+            Some(0x06..=0x0B) => Some(Operation::RdmaWrite),
+            Some(0x0C) => Some(Operation::RdmaReadRequest),
+            Some(0x0D..=0x10) => Some(Operation::RdmaReadResponse),
+            Some(0x11) => Some(Operation::Acknowledge),
+            Some(0x12) => Some(Operation::AtomicAcknowledge),
+            _ => None,
+        }
+    }
+
+    /// The packet's place in its message; `None` for CNP and unknown opcodes.
+    const fn rule_position(self) -> Option<Position> {
+        match self.rule_op_code() {
+            Some(0x00 | 0x06 | 0x0D) => Some(Position::First),
+            Some(0x01 | 0x07 | 0x0E) => Some(Position::Middle),
+            Some(0x02 | 0x03 | 0x08 | 0x09 | 0x0F) => Some(Position::Last),
+            Some(0x04 | 0x05 | 0x0A | 0x0B | 0x0C | 0x10 | 0x11 | 0x12) => Some(Position::Only),
+            _ => None,
+        }
+    }
+
+    /// Whether an RDMA Extended Transport Header follows the BTH: the
+    /// packets that start a WRITE and READ requests.
+    const fn rule_has_reth(self) -> bool {
+        matches!(self.rule_op_code(), Some(0x06 | 0x0A | 0x0B | 0x0C))
+    }
+
+    /// Whether an ACK Extended Transport Header follows: acknowledgements
+    /// and the READ responses that are not in the middle.
+    const fn rule_has_aeth(self) -> bool {
+        matches!(self.rule_op_code(), Some(0x0D | 0x0F | 0x10 | 0x11 | 0x12))
+    }
+
+    /// Whether a Datagram Extended Transport Header follows (UD only).
+    const fn rule_has_deth(self) -> bool {
+        matches!(self.rule_transport(), Some(Transport::Ud))
+    }
+
+    /// Whether four bytes of immediate data follow the other headers.
+    const fn rule_has_immdt(self) -> bool {
+        matches!(self.rule_op_code(), Some(0x03 | 0x05 | 0x09 | 0x0B))
+    }
+
+    /// Whether an Atomic ACK Extended Transport Header follows the AETH.
+    const fn rule_has_atomic_ack_eth(self) -> bool {
+        matches!(self.rule_op_code(), Some(0x12))
+    }
+
+    /// Whether the packet may carry payload. A CNP's 16 reserved bytes
+    /// count as its payload.
+    const fn rule_has_payload(self) -> bool {
+        match self.rule_operation() {
+            Some(Operation::Send | Operation::RdmaWrite | Operation::RdmaReadResponse) => true,
+            Some(_) => false,
+            None => matches!(self.rule_transport(), Some(Transport::Cnp)),
+        }
+    }
+
+    /// Bytes of extended headers between the BTH and the payload.
+    const fn rule_ext_len(self) -> usize {
+        let mut len = 0;
+        if self.rule_has_reth() {
+            len += super::RETH_LEN;
+        }
+        if self.rule_has_deth() {
+            len += super::DETH_LEN;
+        }
+        if self.rule_has_aeth() {
+            len += super::AETH_LEN;
+        }
+        if self.rule_has_atomic_ack_eth() {
+            len += super::ATOMIC_ACK_ETH_LEN;
+        }
+        if self.rule_has_immdt() {
+            len += super::IMMDT_LEN;
+        }
+        len
     }
 }
 
@@ -370,6 +510,23 @@ mod tests {
         assert!(o.has_payload());
         assert_eq!(o.ext_len(), 0);
         assert_eq!(format!("{o:?}"), "CNP");
+    }
+
+    #[test]
+    fn the_table_answers_as_the_rules_do() {
+        for raw in 0..=255u8 {
+            let o = Opcode(raw);
+            assert_eq!(o.transport(), o.rule_transport());
+            assert_eq!(o.operation(), o.rule_operation());
+            assert_eq!(o.position(), o.rule_position());
+            assert_eq!(o.has_reth(), o.rule_has_reth());
+            assert_eq!(o.has_aeth(), o.rule_has_aeth());
+            assert_eq!(o.has_deth(), o.rule_has_deth());
+            assert_eq!(o.has_immdt(), o.rule_has_immdt());
+            assert_eq!(o.has_atomic_ack_eth(), o.rule_has_atomic_ack_eth());
+            assert_eq!(o.has_payload(), o.rule_has_payload());
+            assert_eq!(o.ext_len(), o.rule_ext_len());
+        }
     }
 
     #[test]
