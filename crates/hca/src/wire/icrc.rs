@@ -6,6 +6,8 @@
 //! replaced by ones, and eight bytes of ones stand in for the InfiniBand
 //! local routing header RoCEv2 does not have.
 
+use std::sync::OnceLock;
+
 use super::{BTH_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN};
 
 /// The ICRC of a RoCEv2 packet over IPv4.
@@ -20,7 +22,7 @@ pub fn icrc(packet: &[u8]) -> u32 {
     if let Some(crc) = icrc_no_options(packet) {
         return crc;
     }
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = fresh_hasher();
     hasher.update(&[0xFF; 8]);
     let ihl = packet
         .first()
@@ -56,10 +58,18 @@ fn icrc_no_options(packet: &[u8]) -> Option<u32> {
     for i in [1, 8, 10, 11, 26, 27, 32] {
         *head.get_mut(8 + i)? = 0xFF;
     }
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = fresh_hasher();
     hasher.update(&head);
     hasher.update(rest);
     Some(hasher.finalize())
+}
+
+/// A hasher in its initial state. `Hasher::new` probes the CPU's features
+/// on every call (two calls per packet); the answer cannot change, so the
+/// hasher made by the first call is cloned instead.
+fn fresh_hasher() -> crc32fast::Hasher {
+    static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
+    FRESH.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 /// `bytes` split after `n`, or all of it and nothing when shorter.
