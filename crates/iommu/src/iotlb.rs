@@ -319,6 +319,15 @@ impl Iotlb {
             self.last_hit = hint as usize;
             return Some(hint as usize);
         }
+        self.probe(packed, addr, slot)
+    }
+
+    /// [`Iotlb::find`] past its two hints: probes the 4 KiB, 2 MiB, then
+    /// 1 GiB sets, and points the way predictor's `slot` at a 4 KiB hit.
+    /// Out of line so the hinted path stays small enough to inline into
+    /// the DMA fast path.
+    #[inline(never)]
+    fn probe(&mut self, packed: u64, addr: u64, slot: usize) -> Option<usize> {
         for size in PageSize::ALL {
             if self.by_size.get(size_index(size)).copied().unwrap_or(0) == 0 {
                 continue;
