@@ -115,9 +115,28 @@ const EMPTY: Entry = Entry {
     stamp: 0,
 };
 
+/// A [`Tag`] in the form entries hold it, with the way predictor's salt
+/// for it: a DMA port packs its tag once and looks many addresses up
+/// under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedTag {
+    packed: u64,
+    salt: u64,
+}
+
 impl Tag {
     fn packed(self) -> u64 {
         VALID | (u64::from(self.space) << 32) | u64::from(self.pasid)
+    }
+
+    /// The tag packed for lookups.
+    #[inline(always)]
+    pub(crate) fn pack(self) -> PackedTag {
+        let packed = self.packed();
+        PackedTag {
+            packed,
+            salt: packed ^ ((packed >> 32) << 7),
+        }
     }
 
     fn unpack(packed: u64) -> Tag {
@@ -204,8 +223,8 @@ const HINTS: usize = 256;
 /// space is shifted above the page bits that vary within a guest's rings
 /// and buffers, so two domains' identical IOVAs land apart.
 #[inline(always)]
-fn hint_slot(packed: u64, vpn: u64) -> usize {
-    ((vpn ^ packed ^ ((packed >> 32) << 7)) as usize) & (HINTS - 1)
+fn hint_slot(tag: PackedTag, vpn: u64) -> usize {
+    ((vpn ^ tag.salt) as usize) & (HINTS - 1)
 }
 
 fn size_index(size: PageSize) -> usize {
@@ -277,7 +296,7 @@ impl Iotlb {
     #[inline(always)]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
         self.tick += 1;
-        let i = self.find(tag.packed(), addr)?;
+        let i = self.find(tag.pack(), addr)?;
         self.hit(i, addr, demand)
     }
 
@@ -286,9 +305,9 @@ impl Iotlb {
     /// `addr`, the bytes from it to the end of its page, and the
     /// permissions, all from the entry's size bits without a `PageSize`.
     #[inline(always)]
-    pub(crate) fn lookup_room(&mut self, tag: Tag, addr: u64) -> Option<(u64, u64, Perms)> {
+    pub(crate) fn lookup_room(&mut self, tag: PackedTag, addr: u64) -> Option<(u64, u64, Perms)> {
         self.tick += 1;
-        let i = self.find(tag.packed(), addr)?;
+        let i = self.find(tag, addr)?;
         let e = self.touch(i, true)?;
         let mask = (1u64 << e.shift()) - 1;
         let offset = addr & mask;
@@ -299,7 +318,8 @@ impl Iotlb {
     /// the last hit's if it still covers it, else the first match probing
     /// 4 KiB, 2 MiB, then 1 GiB sets.
     #[inline(always)]
-    fn find(&mut self, packed: u64, addr: u64) -> Option<usize> {
+    fn find(&mut self, tag: PackedTag, addr: u64) -> Option<usize> {
+        let packed = tag.packed;
         if let Some(e) = self.entries.get(self.last_hit)
             && e.tag == packed
             && e.key >> 2 == addr >> e.shift()
@@ -309,7 +329,7 @@ impl Iotlb {
         // A 4 KiB entry for the page is what the probe below would find
         // first: its set holds at most one entry per tag and page.
         let vpn = addr >> PageSize::Size4K.shift();
-        let slot = hint_slot(packed, vpn);
+        let slot = hint_slot(tag, vpn);
         let key = page_key(vpn, PageSize::Size4K);
         if let Some(&hint) = self.hints.get(slot)
             && let Some(e) = self.entries.get(hint as usize)
@@ -399,7 +419,8 @@ impl Iotlb {
         self.tick += 1;
         let vpn = addr >> size.shift();
         let key = page_key(vpn, size);
-        let packed = tag.packed();
+        let tag = tag.pack();
+        let packed = tag.packed;
         let range = self.set_range(vpn, size);
         let first = range.start;
         let tick = self.tick;
@@ -449,7 +470,7 @@ impl Iotlb {
         };
         self.last_hit = first + slot;
         if size == PageSize::Size4K
-            && let Some(h) = self.hints.get_mut(hint_slot(packed, vpn))
+            && let Some(h) = self.hints.get_mut(hint_slot(tag, vpn))
         {
             *h = (first + slot) as u32;
         }
@@ -631,9 +652,12 @@ mod tests {
         for addr in [0x1000, 0x1abc, 0x1fff, 0x4000_0000, 0x401f_fff0] {
             let hit = t.lookup(T, addr, false).unwrap();
             let room = hit.size.bytes() - (addr & hit.size.mask());
-            assert_eq!(t.lookup_room(T, addr), Some((hit.out, room, hit.perms)));
+            assert_eq!(
+                t.lookup_room(T.pack(), addr),
+                Some((hit.out, room, hit.perms))
+            );
         }
-        assert_eq!(t.lookup_room(T, 0x2000), None);
+        assert_eq!(t.lookup_room(T.pack(), 0x2000), None);
         // A demand lookup_room uses the prefetched entry, as lookup does.
         assert_eq!(t.stats().prefetch_used.get(), 1);
     }

@@ -5,7 +5,7 @@ use iovirt_core::{
 };
 
 use crate::iommu::{DmaRequest, Iommu};
-use crate::iotlb::Tag;
+use crate::iotlb::PackedTag;
 use crate::translate::Failure;
 
 /// A [`DmaPort`] for one request identity: every access is translated page
@@ -22,9 +22,9 @@ pub struct IommuPort<'a, M: ?Sized, S: ?Sized> {
     mem: &'a mut M,
     irq: &'a mut S,
     req: DmaRequest,
-    /// The IOTLB tag of `req`'s cached translations, looked up at the
-    /// first DMA (`None` inside: the context does not translate).
-    tag: Option<Option<Tag>>,
+    /// The IOTLB tag of `req`'s cached translations, looked up and packed
+    /// at the first DMA (`None` inside: the context does not translate).
+    tag: Option<Option<PackedTag>>,
 }
 
 impl Iommu {
