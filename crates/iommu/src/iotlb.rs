@@ -320,17 +320,19 @@ impl Iotlb {
     #[inline(always)]
     fn find(&mut self, tag: PackedTag, addr: u64) -> Option<usize> {
         let packed = tag.packed;
+        let vpn = addr >> PageSize::Size4K.shift();
+        let key = page_key(vpn, PageSize::Size4K);
+        // A 4 KiB entry covers `addr` exactly when its key is `key`; only a
+        // huge entry (size bits set) needs its own shift worked out.
         if let Some(e) = self.entries.get(self.last_hit)
             && e.tag == packed
-            && e.key >> 2 == addr >> e.shift()
+            && (e.key == key || (e.key & 3 != 0 && e.key >> 2 == addr >> e.shift()))
         {
             return Some(self.last_hit);
         }
         // A 4 KiB entry for the page is what the probe below would find
         // first: its set holds at most one entry per tag and page.
-        let vpn = addr >> PageSize::Size4K.shift();
         let slot = hint_slot(tag, vpn);
-        let key = page_key(vpn, PageSize::Size4K);
         if let Some(&hint) = self.hints.get(slot)
             && let Some(e) = self.entries.get(hint as usize)
             && e.tag == packed
