@@ -77,7 +77,10 @@ impl Nic {
         let count = self.rx_ring_ready(env)?;
         let buf = rctl.buffer_size();
         let needed = frame.len().div_ceil(buf).max(1) as u32;
-        let free = (self.rx.tail + count - self.rx.head) % count;
+        // Head and tail are below `count` (a valid ring), so the sum is
+        // below `2 * count`: a compare, dividing only if that ever fails.
+        let ahead = self.rx.tail + count - self.rx.head;
+        let free = if ahead < count { ahead } else { ahead % count };
         if free < needed {
             return Err(self.rx_no_descriptor(env));
         }
