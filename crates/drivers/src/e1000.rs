@@ -380,6 +380,8 @@ impl E1000Driver {
     }
 
     /// Gives back the TX descriptors the NIC has written DD into.
+    /// Inlined: every transmit runs it, usually for one descriptor.
+    #[inline]
     pub fn reclaim<B: NicBus + ?Sized>(&mut self, bus: &mut B) -> Result<u16, MemError> {
         let mut done = 0;
         while self.tx_clean != self.tx_tail {
