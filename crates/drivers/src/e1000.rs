@@ -413,9 +413,11 @@ impl E1000Driver {
         cmd: u8,
     ) -> Result<(), MemError> {
         let at = Gpa::new(self.tx_ring.raw() + u64::from(self.tx_tail) * DESC);
-        bus.write_u64(at, addr)?;
         let word = u64::from(len) | (u64::from(type_nibble) << 16) | (u64::from(cmd) << 24);
-        bus.write_u64(Gpa::new(at.raw() + 8), word)?;
+        // The whole descriptor in one write (address, then the length and
+        // command word): one memory access instead of two, same bytes.
+        let desc = ((u128::from(word) << 64) | u128::from(addr)).to_le_bytes();
+        PhysMemory::write(bus, at, &desc)?;
         self.tx_tail = ring_mod(self.tx_tail + 1, self.tx_count());
         Ok(())
     }
