@@ -4,8 +4,8 @@
 
 use iovirt_core::{
     BadMemorySize, BitmapFrameAllocator, CostModel, EventQueue, Gpa, HostMemory, Hpa,
-    InterruptSink, Iova, Irq, MemError, MmioDevice, PhysMemory, RegisterAccess, SimDuration,
-    SimTime, TimerQueue, Width, check_range,
+    InterruptSink, Iova, Irq, MemError, MmioDevice, NetworkPort, PhysMemory, RegisterAccess,
+    SimDuration, SimTime, TimerQueue, Width, check_range,
 };
 use iovirt_iommu::{
     BadIotlbConfig, ContextEntry, DmaRequest, DomainId, Iommu, IommuConfig, IommuPort, IotlbConfig,
@@ -34,7 +34,22 @@ impl InterruptSink for IrqCount {
 
 /// The environment a guest's NIC runs in for one call.
 pub type GuestEnv<'a> =
-    NicEnv<'a, IommuPort<'a, HostMemory, IrqCount>, IrqCount, dyn FnMut(&[u8]) + 'a, TimerQueue>;
+    NicEnv<'a, IommuPort<'a, HostMemory, IrqCount>, IrqCount, LinkPort<'a>, TimerQueue>;
+
+/// Where a guest's NIC transmits: its outbound link, at the platform's
+/// time. A concrete port rather than a closure behind `dyn`, so the
+/// transmit engine calls the link directly.
+pub struct LinkPort<'a> {
+    wire: &'a mut Link,
+    now: SimTime,
+}
+
+impl NetworkPort for LinkPort<'_> {
+    /// A full link drops the frame (counted in the link's stats).
+    fn send(&mut self, frame: &[u8]) {
+        let _ = self.wire.send(self.now, frame);
+    }
+}
 
 /// One VM's view of the platform: its NIC's registers and its own memory.
 pub struct Guest<'h> {
@@ -66,16 +81,13 @@ impl Guest<'_> {
             ..
         } = self;
         let mut iommu_irqs = IrqCount::default();
-        // A full link drops the frame (counted in the link's stats).
-        let mut net = |frame: &[u8]| {
-            let _ = wire.send(*now, frame);
-        };
+        let mut net = LinkPort { wire, now: *now };
         let mut port = iommu.port(&mut **mem, &mut iommu_irqs, *req);
         let mut env = NicEnv {
             timers: &mut **timers,
             dma: &mut port,
             irq: &mut **irqs,
-            net: &mut net as &mut dyn FnMut(&[u8]),
+            net: &mut net,
         };
         f(nic, &mut env)
     }
