@@ -239,6 +239,22 @@ fn hint_slot(tag: PackedTag, vpn: u64) -> usize {
     ((vpn ^ tag.salt) as usize) & (HINTS - 1)
 }
 
+/// Accounts a hit on entry `e` (LRU stamp at `tick`, prefetch use for a
+/// demand access) and returns it.
+#[inline(always)]
+fn touch(e: &mut Entry, tick: u64, lru: bool, demand: bool, stats: &mut IotlbStats) -> Entry {
+    if lru {
+        e.stamp = tick;
+    }
+    if demand && e.out & USED == 0 {
+        e.out |= USED;
+        if e.out & PREFETCHED != 0 {
+            stats.prefetch_used.inc();
+        }
+    }
+    *e
+}
+
 fn size_index(size: PageSize) -> usize {
     match size {
         PageSize::Size4K => 0,
@@ -308,8 +324,13 @@ impl Iotlb {
     #[inline(always)]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
         self.tick += 1;
-        let i = self.find(tag.pack(), addr)?;
-        self.hit(i, addr, demand)
+        let e = self.find(tag.pack(), addr, demand)?;
+        let mask = (1u64 << e.shift()) - 1;
+        Some(Hit {
+            out: (e.out & !mask) | (addr & mask),
+            size: e.size(),
+            perms: e.perms(),
+        })
     }
 
     /// A demand [`Iotlb::lookup`] (the same entry, the same LRU and
@@ -319,41 +340,45 @@ impl Iotlb {
     #[inline(always)]
     pub(crate) fn lookup_room(&mut self, tag: PackedTag, addr: u64) -> Option<(u64, u64, Perms)> {
         self.tick += 1;
-        let i = self.find(tag, addr)?;
-        let e = self.touch(i, true)?;
+        let e = self.find(tag, addr, true)?;
         let mask = e.offset_mask();
         let offset = addr & mask;
         Some(((e.out & !mask) | offset, mask - offset + 1, e.perms()))
     }
 
-    /// The index of the entry translating `addr` under the packed tag:
-    /// the last hit's if it still covers it, else the first match probing
-    /// 4 KiB, 2 MiB, then 1 GiB sets.
+    /// The entry translating `addr` under the packed tag, its hit
+    /// accounted (`touch`): the last hit's if it still covers it, else
+    /// the first match probing 4 KiB, 2 MiB, then 1 GiB sets. A hinted
+    /// entry is accounted where it was checked, without indexing again.
     #[inline(always)]
-    fn find(&mut self, tag: PackedTag, addr: u64) -> Option<usize> {
+    fn find(&mut self, tag: PackedTag, addr: u64, demand: bool) -> Option<Entry> {
         let packed = tag.packed;
+        let tick = self.tick;
+        let lru = self.config.replacement == Replacement::Lru;
         let vpn = addr >> PageSize::Size4K.shift();
         let key = page_key(vpn, PageSize::Size4K);
         // A 4 KiB entry covers `addr` exactly when its key is `key`; only a
         // huge entry (size bits set) needs its own shift worked out.
-        if let Some(e) = self.entries.get(self.last_hit)
+        if let Some(e) = self.entries.get_mut(self.last_hit)
             && e.tag == packed
             && (e.key == key || (e.key & 3 != 0 && e.key >> 2 == addr >> e.shift()))
         {
-            return Some(self.last_hit);
+            return Some(touch(e, tick, lru, demand, &mut self.stats));
         }
         // A 4 KiB entry for the page is what the probe below would find
         // first: its set holds at most one entry per tag and page.
         let slot = hint_slot(tag, vpn);
         if let Some(&hint) = self.hints.get(slot)
-            && let Some(e) = self.entries.get(hint as usize)
+            && let Some(e) = self.entries.get_mut(hint as usize)
             && e.tag == packed
             && e.key == key
         {
             self.last_hit = hint as usize;
-            return Some(hint as usize);
+            return Some(touch(e, tick, lru, demand, &mut self.stats));
         }
-        self.probe(packed, addr, slot)
+        let i = self.probe(packed, addr, slot)?;
+        let e = self.entries.get_mut(i)?;
+        Some(touch(e, tick, lru, demand, &mut self.stats))
     }
 
     /// [`Iotlb::find`] past its two hints: probes the 4 KiB, 2 MiB, then
@@ -384,36 +409,6 @@ impl Iotlb {
             }
         }
         None
-    }
-
-    /// Accounts a hit on entry `i` (LRU stamp, prefetch use) and returns it.
-    #[inline(always)]
-    fn touch(&mut self, i: usize, demand: bool) -> Option<Entry> {
-        let lru = self.config.replacement == Replacement::Lru;
-        let tick = self.tick;
-        let e = self.entries.get_mut(i)?;
-        if lru {
-            e.stamp = tick;
-        }
-        if demand && e.out & USED == 0 {
-            e.out |= USED;
-            if e.out & PREFETCHED != 0 {
-                self.stats.prefetch_used.inc();
-            }
-        }
-        Some(*e)
-    }
-
-    /// Accounts a hit on entry `i` and returns the translation of `addr`.
-    #[inline(always)]
-    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
-        let e = self.touch(i, demand)?;
-        let mask = (1u64 << e.shift()) - 1;
-        Some(Hit {
-            out: (e.out & !mask) | (addr & mask),
-            size: e.size(),
-            perms: e.perms(),
-        })
     }
 
     /// Caches a translation of the page of `size` holding `addr` to the
