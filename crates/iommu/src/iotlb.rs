@@ -115,9 +115,28 @@ const EMPTY: Entry = Entry {
     stamp: 0,
 };
 
+/// A [`Tag`] in the form entries hold it, with the way predictor's salt
+/// for it: a DMA port packs its tag once and looks many addresses up
+/// under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedTag {
+    packed: u64,
+    salt: u64,
+}
+
 impl Tag {
     fn packed(self) -> u64 {
         VALID | (u64::from(self.space) << 32) | u64::from(self.pasid)
+    }
+
+    /// The tag packed for lookups.
+    #[inline(always)]
+    pub(crate) fn pack(self) -> PackedTag {
+        let packed = self.packed();
+        PackedTag {
+            packed,
+            salt: packed ^ ((packed >> 32) << 7),
+        }
     }
 
     fn unpack(packed: u64) -> Tag {
@@ -149,6 +168,18 @@ impl Entry {
     #[inline(always)]
     fn shift(&self) -> u32 {
         12 + 9 * (self.key & 3) as u32
+    }
+
+    /// The offset bits of the page, `(1 << shift) - 1`, as a match the
+    /// compiler turns into a table load rather than a shift per hit.
+    #[inline(always)]
+    fn offset_mask(&self) -> u64 {
+        match self.key & 3 {
+            0 => (1 << 12) - 1,
+            1 => (1 << 21) - 1,
+            2 => (1 << 30) - 1,
+            _ => (1 << 39) - 1,
+        }
     }
 
     /// First input address of the page.
@@ -204,8 +235,24 @@ const HINTS: usize = 256;
 /// space is shifted above the page bits that vary within a guest's rings
 /// and buffers, so two domains' identical IOVAs land apart.
 #[inline(always)]
-fn hint_slot(packed: u64, vpn: u64) -> usize {
-    ((vpn ^ packed ^ ((packed >> 32) << 7)) as usize) & (HINTS - 1)
+fn hint_slot(tag: PackedTag, vpn: u64) -> usize {
+    ((vpn ^ tag.salt) as usize) & (HINTS - 1)
+}
+
+/// Accounts a hit on entry `e` (LRU stamp at `tick`, prefetch use for a
+/// demand access) and returns it.
+#[inline(always)]
+fn touch(e: &mut Entry, tick: u64, lru: bool, demand: bool, stats: &mut IotlbStats) -> Entry {
+    if lru {
+        e.stamp = tick;
+    }
+    if demand && e.out & USED == 0 {
+        e.out |= USED;
+        if e.out & PREFETCHED != 0 {
+            stats.prefetch_used.inc();
+        }
+    }
+    *e
 }
 
 fn size_index(size: PageSize) -> usize {
@@ -277,8 +324,13 @@ impl Iotlb {
     #[inline(always)]
     pub(crate) fn lookup(&mut self, tag: Tag, addr: u64, demand: bool) -> Option<Hit> {
         self.tick += 1;
-        let i = self.find(tag.packed(), addr)?;
-        self.hit(i, addr, demand)
+        let e = self.find(tag.pack(), addr, demand)?;
+        let mask = (1u64 << e.shift()) - 1;
+        Some(Hit {
+            out: (e.out & !mask) | (addr & mask),
+            size: e.size(),
+            perms: e.perms(),
+        })
     }
 
     /// A demand [`Iotlb::lookup`] (the same entry, the same LRU and
@@ -286,39 +338,55 @@ impl Iotlb {
     /// `addr`, the bytes from it to the end of its page, and the
     /// permissions, all from the entry's size bits without a `PageSize`.
     #[inline(always)]
-    pub(crate) fn lookup_room(&mut self, tag: Tag, addr: u64) -> Option<(u64, u64, Perms)> {
+    pub(crate) fn lookup_room(&mut self, tag: PackedTag, addr: u64) -> Option<(u64, u64, Perms)> {
         self.tick += 1;
-        let i = self.find(tag.packed(), addr)?;
-        let e = self.touch(i, true)?;
-        let mask = (1u64 << e.shift()) - 1;
+        let e = self.find(tag, addr, true)?;
+        let mask = e.offset_mask();
         let offset = addr & mask;
         Some(((e.out & !mask) | offset, mask - offset + 1, e.perms()))
     }
 
-    /// The index of the entry translating `addr` under the packed tag:
-    /// the last hit's if it still covers it, else the first match probing
-    /// 4 KiB, 2 MiB, then 1 GiB sets.
+    /// The entry translating `addr` under the packed tag, its hit
+    /// accounted (`touch`): the last hit's if it still covers it, else
+    /// the first match probing 4 KiB, 2 MiB, then 1 GiB sets. A hinted
+    /// entry is accounted where it was checked, without indexing again.
     #[inline(always)]
-    fn find(&mut self, packed: u64, addr: u64) -> Option<usize> {
-        if let Some(e) = self.entries.get(self.last_hit)
+    fn find(&mut self, tag: PackedTag, addr: u64, demand: bool) -> Option<Entry> {
+        let packed = tag.packed;
+        let tick = self.tick;
+        let lru = self.config.replacement == Replacement::Lru;
+        let vpn = addr >> PageSize::Size4K.shift();
+        let key = page_key(vpn, PageSize::Size4K);
+        // A 4 KiB entry covers `addr` exactly when its key is `key`; only a
+        // huge entry (size bits set) needs its own shift worked out.
+        if let Some(e) = self.entries.get_mut(self.last_hit)
             && e.tag == packed
-            && e.key >> 2 == addr >> e.shift()
+            && (e.key == key || (e.key & 3 != 0 && e.key >> 2 == addr >> e.shift()))
         {
-            return Some(self.last_hit);
+            return Some(touch(e, tick, lru, demand, &mut self.stats));
         }
         // A 4 KiB entry for the page is what the probe below would find
         // first: its set holds at most one entry per tag and page.
-        let vpn = addr >> PageSize::Size4K.shift();
-        let slot = hint_slot(packed, vpn);
-        let key = page_key(vpn, PageSize::Size4K);
+        let slot = hint_slot(tag, vpn);
         if let Some(&hint) = self.hints.get(slot)
-            && let Some(e) = self.entries.get(hint as usize)
+            && let Some(e) = self.entries.get_mut(hint as usize)
             && e.tag == packed
             && e.key == key
         {
             self.last_hit = hint as usize;
-            return Some(hint as usize);
+            return Some(touch(e, tick, lru, demand, &mut self.stats));
         }
+        let i = self.probe(packed, addr, slot)?;
+        let e = self.entries.get_mut(i)?;
+        Some(touch(e, tick, lru, demand, &mut self.stats))
+    }
+
+    /// [`Iotlb::find`] past its two hints: probes the 4 KiB, 2 MiB, then
+    /// 1 GiB sets, and points the way predictor's `slot` at a 4 KiB hit.
+    /// Out of line so the hinted path stays small enough to inline into
+    /// the DMA fast path.
+    #[inline(never)]
+    fn probe(&mut self, packed: u64, addr: u64, slot: usize) -> Option<usize> {
         for size in PageSize::ALL {
             if self.by_size.get(size_index(size)).copied().unwrap_or(0) == 0 {
                 continue;
@@ -343,36 +411,6 @@ impl Iotlb {
         None
     }
 
-    /// Accounts a hit on entry `i` (LRU stamp, prefetch use) and returns it.
-    #[inline(always)]
-    fn touch(&mut self, i: usize, demand: bool) -> Option<Entry> {
-        let lru = self.config.replacement == Replacement::Lru;
-        let tick = self.tick;
-        let e = self.entries.get_mut(i)?;
-        if lru {
-            e.stamp = tick;
-        }
-        if demand && e.out & USED == 0 {
-            e.out |= USED;
-            if e.out & PREFETCHED != 0 {
-                self.stats.prefetch_used.inc();
-            }
-        }
-        Some(*e)
-    }
-
-    /// Accounts a hit on entry `i` and returns the translation of `addr`.
-    #[inline(always)]
-    fn hit(&mut self, i: usize, addr: u64, demand: bool) -> Option<Hit> {
-        let e = self.touch(i, demand)?;
-        let mask = (1u64 << e.shift()) - 1;
-        Some(Hit {
-            out: (e.out & !mask) | (addr & mask),
-            size: e.size(),
-            perms: e.perms(),
-        })
-    }
-
     /// Caches a translation of the page of `size` holding `addr` to the
     /// output page `out`. Replaces an entry with the same tag and page.
     pub(crate) fn insert(
@@ -390,7 +428,8 @@ impl Iotlb {
         self.tick += 1;
         let vpn = addr >> size.shift();
         let key = page_key(vpn, size);
-        let packed = tag.packed();
+        let tag = tag.pack();
+        let packed = tag.packed;
         let range = self.set_range(vpn, size);
         let first = range.start;
         let tick = self.tick;
@@ -440,7 +479,7 @@ impl Iotlb {
         };
         self.last_hit = first + slot;
         if size == PageSize::Size4K
-            && let Some(h) = self.hints.get_mut(hint_slot(packed, vpn))
+            && let Some(h) = self.hints.get_mut(hint_slot(tag, vpn))
         {
             *h = (first + slot) as u32;
         }
@@ -622,9 +661,12 @@ mod tests {
         for addr in [0x1000, 0x1abc, 0x1fff, 0x4000_0000, 0x401f_fff0] {
             let hit = t.lookup(T, addr, false).unwrap();
             let room = hit.size.bytes() - (addr & hit.size.mask());
-            assert_eq!(t.lookup_room(T, addr), Some((hit.out, room, hit.perms)));
+            assert_eq!(
+                t.lookup_room(T.pack(), addr),
+                Some((hit.out, room, hit.perms))
+            );
         }
-        assert_eq!(t.lookup_room(T, 0x2000), None);
+        assert_eq!(t.lookup_room(T.pack(), 0x2000), None);
         // A demand lookup_room uses the prefetched entry, as lookup does.
         assert_eq!(t.stats().prefetch_used.get(), 1);
     }

@@ -5,7 +5,7 @@ use iovirt_core::{
 };
 
 use crate::iommu::{DmaRequest, Iommu};
-use crate::iotlb::Tag;
+use crate::iotlb::PackedTag;
 use crate::translate::Failure;
 
 /// A [`DmaPort`] for one request identity: every access is translated page
@@ -22,9 +22,9 @@ pub struct IommuPort<'a, M: ?Sized, S: ?Sized> {
     mem: &'a mut M,
     irq: &'a mut S,
     req: DmaRequest,
-    /// The IOTLB tag of `req`'s cached translations, looked up at the
-    /// first DMA (`None` inside: the context does not translate).
-    tag: Option<Option<Tag>>,
+    /// The IOTLB tag of `req`'s cached translations, looked up and packed
+    /// at the first DMA (`None` inside: the context does not translate).
+    tag: Option<Option<PackedTag>>,
 }
 
 impl Iommu {
@@ -157,7 +157,9 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> IommuPort<'_, M, S>
 }
 
 impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> DmaPort for IommuPort<'_, M, S> {
-    #[inline]
+    // Always inlined: the device then sees the fast path's constant Cost
+    // and skips the call, the spills and the Result in memory.
+    #[inline(always)]
     fn dma_read(&mut self, addr: Iova, buf: &mut [u8]) -> Result<Cost, DmaFault> {
         let len = buf.len();
         self.transfer(addr, len, AccessKind::Read, |mem, hpa, off, n| {
@@ -168,7 +170,7 @@ impl<M: PhysMemory<Hpa> + ?Sized, S: InterruptSink + ?Sized> DmaPort for IommuPo
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn dma_write(&mut self, addr: Iova, data: &[u8]) -> Result<Cost, DmaFault> {
         self.transfer(
             addr,

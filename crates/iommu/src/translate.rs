@@ -10,7 +10,7 @@ use iovirt_paging::{InputCheck, Level, PageTable, PagingConfig, Translation, Wal
 
 use crate::fault::{FaultRecord, Stage};
 use crate::iommu::{ContextEntry, DmaRequest, Iommu, UplinkAttribute};
-use crate::iotlb::{GVMI_SPACE, Hit, Iotlb, NO_PASID, Tag};
+use crate::iotlb::{GVMI_SPACE, Hit, Iotlb, NO_PASID, PackedTag, Tag};
 use crate::stats::IommuStats;
 use crate::walk_cache::WalkCache;
 use iovirt_core::Gvmi;
@@ -219,25 +219,26 @@ impl Iommu {
         self.cached_in(tag, addr, kind)
     }
 
-    /// The IOTLB tag [`Iommu::cached`] looks `req`'s addresses up under:
+    /// The IOTLB tag, packed, that [`Iommu::cached`] looks `req`'s addresses up under:
     /// `None` unless its context translates. A port keeps it for its life,
     /// during which nothing can change the context table.
     #[inline(always)]
-    pub(crate) fn cached_tag(&self, req: DmaRequest) -> Option<Tag> {
+    pub(crate) fn cached_tag(&self, req: DmaRequest) -> Option<PackedTag> {
         let Some(ContextEntry::Translate { domain, .. }) = self.context(req.requester) else {
             return None;
         };
-        Some(Tag {
+        let tag = Tag {
             space: u32::from(domain.0),
             pasid: req.pasid.map_or(NO_PASID, |p| p.raw()),
-        })
+        };
+        Some(tag.pack())
     }
 
     /// [`Iommu::cached`] with the tag already resolved.
     #[inline(always)]
     pub(crate) fn cached_in(
         &mut self,
-        tag: Tag,
+        tag: PackedTag,
         addr: u64,
         kind: AccessKind,
     ) -> Option<(Hpa, u64, Perms)> {

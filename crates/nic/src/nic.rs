@@ -341,6 +341,16 @@ impl Nic {
     /// Counts the cost of a DMA that handles a frame on the receive
     /// (`rx`) or transmit path.
     pub(crate) fn count_critical(&mut self, cost: iovirt_core::Cost, rx: bool) {
+        // An IOTLB hit (nearly every DMA) misses nothing and reads no
+        // table: skip the saturating adds of zero.
+        if cost.iotlb_misses == 0 && cost.table_reads == 0 {
+            let hits = u64::from(cost.iotlb_hits);
+            if rx {
+                self.stats.rx_critical_iotlb_hits.add(hits);
+            }
+            self.stats.critical_iotlb_hits.add(hits);
+            return;
+        }
         if rx {
             self.stats
                 .rx_critical_iotlb_misses
