@@ -132,21 +132,69 @@ struct CqState {
     ci: u32,
 }
 
+/// The driver's side of a send or receive queue.
+#[derive(Debug, Clone)]
+struct WorkQueue {
+    ring: Ring,
+    /// Producer counter (what the doorbell reports).
+    pi: u16,
+    /// Work request ids by WQE slot.
+    ids: Vec<u64>,
+    /// WQEs posted and not yet completed (the driver's flow control).
+    outstanding: u32,
+}
+
+impl WorkQueue {
+    fn new(ring: Ring) -> WorkQueue {
+        WorkQueue {
+            ring,
+            pi: 0,
+            ids: vec![0; ring.entries() as usize],
+            outstanding: 0,
+        }
+    }
+
+    /// Writes `wqe` at the producer slot, records `wr_id` for it and rings
+    /// the queue's doorbell `reg` for `qpn`; refused while every slot holds
+    /// a WQE not yet completed.
+    fn post<B: HcaBus + ?Sized>(
+        &mut self,
+        bus: &mut B,
+        qpn: Qpn,
+        reg: u64,
+        wr_id: u64,
+        wqe: &[u8],
+    ) -> Result<(), VerbsError> {
+        if self.outstanding >= self.ring.entries() {
+            return Err(VerbsError::QueueFull);
+        }
+        let slot = u64::from(self.pi) & u64::from(self.ring.entries() - 1);
+        PhysMemory::write(bus, Gpa::new(self.ring.base.raw() + slot * WQE_STRIDE), wqe)?;
+        if let Some(id) = self.ids.get_mut(slot as usize) {
+            *id = wr_id;
+        }
+        self.pi = self.pi.wrapping_add(1);
+        self.outstanding += 1;
+        let value = (u64::from(qpn.raw()) << 32) | u64::from(self.pi);
+        RegisterAccess::write(bus, reg, Width::U64, value);
+        Ok(())
+    }
+
+    /// The work request id of WQE counter `index`.
+    fn wr_id(&self, index: u16) -> Option<u64> {
+        self.ids
+            .get(usize::from(index) & (self.ids.len() - 1))
+            .copied()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct QpInfo {
     qp_type: QpType,
-    sq: Ring,
-    rq: Ring,
+    sq: WorkQueue,
+    rq: WorkQueue,
     send_cq: Cqn,
     recv_cq: Cqn,
-    sq_pi: u16,
-    rq_pi: u16,
-    /// Work request ids by WQE slot.
-    sq_ids: Vec<u64>,
-    rq_ids: Vec<u64>,
-    /// Send WQEs not yet completed (the driver's flow control).
-    sq_outstanding: u32,
-    rq_outstanding: u32,
     /// Send WQE counter the next send completion is expected at.
     sq_ci: u16,
 }
@@ -506,16 +554,10 @@ impl HcaDriver {
             qpn,
             QpInfo {
                 qp_type: init.qp_type,
-                sq,
-                rq,
+                sq: WorkQueue::new(sq),
+                rq: WorkQueue::new(rq),
                 send_cq: init.send_cq,
                 recv_cq: init.recv_cq,
-                sq_pi: 0,
-                rq_pi: 0,
-                sq_ids: vec![0; sq.entries() as usize],
-                rq_ids: vec![0; rq.entries() as usize],
-                sq_outstanding: 0,
-                rq_outstanding: 0,
                 sq_ci: 0,
             },
         );
@@ -554,9 +596,6 @@ impl HcaDriver {
         wr: &SendWr,
     ) -> Result<(), VerbsError> {
         let qp = self.qps.get_mut(&qpn).ok_or(VerbsError::Unknown)?;
-        if qp.sq_outstanding >= qp.sq.entries() {
-            return Err(VerbsError::QueueFull);
-        }
         let mut sge = [Sge {
             addr: 0,
             length: 0,
@@ -575,19 +614,8 @@ impl HcaDriver {
             sge,
             num_sge: n,
         };
-        let slot = u64::from(qp.sq_pi) & u64::from(qp.sq.entries() - 1);
-        PhysMemory::write(
-            bus,
-            Gpa::new(qp.sq.base.raw() + slot * WQE_STRIDE),
-            wqe.layout().as_bytes(),
-        )?;
-        if let Some(id) = qp.sq_ids.get_mut(slot as usize) {
-            *id = wr.wr_id;
-        }
-        qp.sq_pi = qp.sq_pi.wrapping_add(1);
-        qp.sq_outstanding += 1;
-        let value = (u64::from(qpn.raw()) << 32) | u64::from(qp.sq_pi);
-        RegisterAccess::write(bus, doorbell::SQ, Width::U64, value);
+        qp.sq
+            .post(bus, qpn, doorbell::SQ, wr.wr_id, wqe.layout().as_bytes())?;
         self.stats.posted_sends.inc();
         Ok(())
     }
@@ -604,22 +632,13 @@ impl HcaDriver {
             return Err(VerbsError::TooManySges);
         }
         let qp = self.qps.get_mut(&qpn).ok_or(VerbsError::Unknown)?;
-        if qp.rq_outstanding >= qp.rq.entries() {
-            return Err(VerbsError::QueueFull);
-        }
-        let slot = u64::from(qp.rq_pi) & u64::from(qp.rq.entries() - 1);
-        PhysMemory::write(
+        qp.rq.post(
             bus,
-            Gpa::new(qp.rq.base.raw() + slot * WQE_STRIDE),
+            qpn,
+            doorbell::RQ,
+            wr_id,
             RecvWqe::layout(sges).as_bytes(),
         )?;
-        if let Some(id) = qp.rq_ids.get_mut(slot as usize) {
-            *id = wr_id;
-        }
-        qp.rq_pi = qp.rq_pi.wrapping_add(1);
-        qp.rq_outstanding += 1;
-        let value = (u64::from(qpn.raw()) << 32) | u64::from(qp.rq_pi);
-        RegisterAccess::write(bus, doorbell::RQ, Width::U64, value);
         self.stats.posted_recvs.inc();
         Ok(())
     }
@@ -663,16 +682,12 @@ impl HcaDriver {
             let wr_id = if send {
                 // Unsignaled WQEs before this one completed silently.
                 let done = cqe.wqe_index.wrapping_sub(qp.sq_ci).wrapping_add(1);
-                qp.sq_outstanding = qp.sq_outstanding.saturating_sub(u32::from(done));
+                qp.sq.outstanding = qp.sq.outstanding.saturating_sub(u32::from(done));
                 qp.sq_ci = cqe.wqe_index.wrapping_add(1);
-                qp.sq_ids
-                    .get(usize::from(cqe.wqe_index) & (qp.sq_ids.len() - 1))
-                    .copied()
+                qp.sq.wr_id(cqe.wqe_index)
             } else {
-                qp.rq_outstanding = qp.rq_outstanding.saturating_sub(1);
-                qp.rq_ids
-                    .get(usize::from(cqe.wqe_index) & (qp.rq_ids.len() - 1))
-                    .copied()
+                qp.rq.outstanding = qp.rq.outstanding.saturating_sub(1);
+                qp.rq.wr_id(cqe.wqe_index)
             };
             out.push(WorkCompletion {
                 wr_id: wr_id.unwrap_or(0),
