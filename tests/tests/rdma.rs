@@ -414,14 +414,7 @@ fn ud_sends_check_the_qkey() {
     let ah = f.hosts[0]
         .with_guest(0, |d, bus| d.create_ah(bus, av).unwrap())
         .unwrap();
-    let src = buffer(
-        &mut f,
-        a,
-        256,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(256, 8)),
-    );
+    let src = source(&mut f, a, 256, 8);
     let dst = buffer(&mut f, b, 1024, Access::LOCAL_WRITE, MrMode::Pinned, None);
     post_recv(&mut f, b, 1, sge(dst, 512));
     post_recv(&mut f, b, 2, sge((dst.0 + 512, dst.1), 512));
@@ -460,14 +453,7 @@ fn ud_sends_check_the_qkey() {
 fn uc_drops_a_message_with_a_lost_packet_and_carries_on() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Uc, PathMtu::Mtu1024);
-    let src = buffer(
-        &mut f,
-        a,
-        8192,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(8192, 6)),
-    );
+    let src = source(&mut f, a, 8192, 6);
     let dst = buffer(
         &mut f,
         b,
@@ -516,14 +502,7 @@ fn uc_drops_a_message_with_a_lost_packet_and_carries_on() {
 fn unplaceable_send(recv_len: u32, bad_lkey: bool) -> (CqeStatus, CqeStatus) {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
-    let src = buffer(
-        &mut f,
-        a,
-        2000,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(2000, 1)),
-    );
+    let src = source(&mut f, a, 2000, 1);
     let dst = buffer(
         &mut f,
         b,

@@ -114,14 +114,7 @@ fn host_stage_fault_swaps_the_page_in_and_the_data_lands() {
 fn swap_out_after_use_invalidates_the_cached_translation() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
-    let src = buffer(
-        &mut f,
-        a,
-        4096,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(4096, 1)),
-    );
+    let src = source(&mut f, a, 4096, 1);
     let dst = buffer(&mut f, b, 4096, RW, MrMode::Pinned, Some(&[0; 4096]));
     post_send(&mut f, a, write_wr(1, src, 512, dst));
     settle(&mut f, 10_000_000);
@@ -144,14 +137,7 @@ fn swap_out_after_use_invalidates_the_cached_translation() {
 fn implicit_odp_faults_untouched_pages_in() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu4096);
-    let src = buffer(
-        &mut f,
-        a,
-        12_288,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(12_288, 5)),
-    );
+    let src = source(&mut f, a, 12_288, 5);
     // One key for the whole address space; the pages were never touched.
     let dst = buffer(&mut f, b, 12_288, RW, MrMode::Implicit, None);
     let before = f.hosts[1].guests[0].driver.stats().pages_faulted_in.get();
@@ -279,14 +265,7 @@ fn a_read_response_fault_delays_without_a_nak() {
 fn prefetch_advice_avoids_the_faults() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
-    let src = buffer(
-        &mut f,
-        a,
-        8192,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(8192, 2)),
-    );
+    let src = source(&mut f, a, 8192, 2);
     let dst = buffer(&mut f, b, 8192, RW, MrMode::OnDemand, None);
     f.hosts[1]
         .with_guest(0, |d, bus| {
@@ -319,23 +298,9 @@ fn y_finish(x_mode: MrMode) -> (SimTime, u64) {
     let mut f = fabric(2, RdmaHostConfig::default());
     let (xa, xb) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let (ya, yb) = pair(&mut f, 1, 1, QpType::Rc, PathMtu::Mtu1024);
-    let xs = buffer(
-        &mut f,
-        xa,
-        65_536,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(65_536, 1)),
-    );
+    let xs = source(&mut f, xa, 65_536, 1);
     let xd = buffer(&mut f, xb, 65_536, RW, x_mode, Some(&[0; 65_536]));
-    let ys = buffer(
-        &mut f,
-        ya,
-        65_536,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(65_536, 2)),
-    );
+    let ys = source(&mut f, ya, 65_536, 2);
     let yd = buffer(&mut f, yb, 65_536, RW, MrMode::Pinned, None);
     for i in 0..16u64 {
         post_send(
@@ -385,14 +350,7 @@ fn seed_004_short_faults_hold_the_packet_long_ones_rnr_nak() {
     };
     let mut f = fabric(1, config);
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
-    let src = buffer(
-        &mut f,
-        a,
-        8192,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&pattern(8192, 8)),
-    );
+    let src = source(&mut f, a, 8192, 8);
     let dst = buffer(&mut f, b, 8192, RW, MrMode::OnDemand, Some(&[0; 8192]));
     post_send(&mut f, a, write_wr(1, src, 8192, dst));
     let codes = rnr_codes(&mut f, 10_000_000);

@@ -51,6 +51,13 @@ pub fn pair(f: &mut RdmaFabric, g0: usize, g1: usize, qp_type: QpType, mtu: Path
     (a, b)
 }
 
+/// A pinned source region of `len` bytes holding `pattern(len, seed)`,
+/// with no remote rights.
+pub fn source(f: &mut RdmaFabric, e: End, len: u64, seed: u8) -> (u64, Mkey) {
+    let data = pattern(len as usize, seed);
+    buffer(f, e, len, Access::empty(), MrMode::Pinned, Some(&data))
+}
+
 /// Allocates application memory of `len` bytes, filled with `fill`
 /// (populated), registered with `access` in `mode`.
 pub fn buffer(
