@@ -16,22 +16,8 @@ fn rc_rdma_write_lands_byte_exact_through_both_stages() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(10_000, 7);
-    let src = buffer(
-        &mut f,
-        a,
-        10_000,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&data),
-    );
-    let dst = buffer(
-        &mut f,
-        b,
-        10_000,
-        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-        MrMode::Pinned,
-        None,
-    );
+    let src = source(&mut f, a, 10_000, 7);
+    let dst = sink(&mut f, b, 10_000);
     post_send(&mut f, a, write_wr(42, src, 10_000, dst));
     settle(&mut f, 10_000_000);
     assert_bytes(&read_app(&mut f, b, dst.0, 10_000), &data);
@@ -68,14 +54,7 @@ fn rc_send_with_immediate_spans_packets_into_one_receive() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(5000, 3);
-    let src = buffer(
-        &mut f,
-        a,
-        5000,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&data),
-    );
+    let src = source(&mut f, a, 5000, 3);
     let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE, MrMode::Pinned, None);
     post_recv(&mut f, b, 7, sge(dst, 8192));
     post_send(
@@ -158,15 +137,8 @@ fn rdma_write_with_immediate_consumes_a_receive() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(100, 5);
-    let src = buffer(&mut f, a, 100, Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(
-        &mut f,
-        b,
-        4096,
-        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-        MrMode::Pinned,
-        None,
-    );
+    let src = source(&mut f, a, 100, 5);
+    let dst = sink(&mut f, b, 4096);
     post_recv(&mut f, b, 55, sge(dst, 0x10));
     let mut wr = write_wr(3, src, 100, (dst.0 + 64, dst.1));
     wr.opcode = WqeOpcode::RdmaWriteImm;
@@ -240,7 +212,7 @@ fn send_without_a_receive_is_rnr_nakked_then_delivered_once_one_is_posted() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(700, 9);
-    let src = buffer(&mut f, a, 700, Access::empty(), MrMode::Pinned, Some(&data));
+    let src = source(&mut f, a, 700, 9);
     let dst = buffer(&mut f, b, 1024, Access::LOCAL_WRITE, MrMode::Pinned, None);
     post_send(
         &mut f,
@@ -272,32 +244,10 @@ fn a_lost_packet_is_nakked_and_resent() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(8192, 2);
-    let src = buffer(
-        &mut f,
-        a,
-        8192,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&data),
-    );
-    let dst = buffer(
-        &mut f,
-        b,
-        8192,
-        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-        MrMode::Pinned,
-        None,
-    );
+    let src = source(&mut f, a, 8192, 2);
+    let dst = sink(&mut f, b, 8192);
     // Drop the third data packet once.
-    let mut seen = 0;
-    f.set_loss(Box::new(move |dir, _| {
-        if dir == 0 {
-            seen += 1;
-            seen == 3
-        } else {
-            false
-        }
-    }));
+    f.set_loss(drop_once(0, 3));
     post_send(&mut f, a, write_wr(1, src, 8192, dst));
     settle(&mut f, 10_000_000);
     assert_bytes(&read_app(&mut f, b, dst.0, 8192), &data);
@@ -313,24 +263,9 @@ fn a_lost_ack_times_out_and_the_duplicate_is_re_acked() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(512, 4);
-    let src = buffer(&mut f, a, 512, Access::empty(), MrMode::Pinned, Some(&data));
-    let dst = buffer(
-        &mut f,
-        b,
-        512,
-        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-        MrMode::Pinned,
-        None,
-    );
-    let mut acks = 0;
-    f.set_loss(Box::new(move |dir, _| {
-        if dir == 1 {
-            acks += 1;
-            acks == 1
-        } else {
-            false
-        }
-    }));
+    let src = source(&mut f, a, 512, 4);
+    let dst = sink(&mut f, b, 512);
+    f.set_loss(drop_once(1, 1));
     post_send(&mut f, a, write_wr(1, src, 512, dst));
     settle(&mut f, 100_000_000);
     assert_bytes(&read_app(&mut f, b, dst.0, 512), &data);
@@ -354,14 +289,7 @@ fn retries_run_out_when_the_peer_is_gone() {
         MrMode::Pinned,
         Some(&[1; 64]),
     );
-    let dst = buffer(
-        &mut f,
-        b,
-        64,
-        Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-        MrMode::Pinned,
-        None,
-    );
+    let dst = sink(&mut f, b, 64);
     f.set_loss(Box::new(|dir, _| dir == 0));
     post_send(&mut f, a, write_wr(1, src, 64, dst));
     settle(&mut f, 1_000_000_000);

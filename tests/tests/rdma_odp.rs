@@ -41,14 +41,7 @@ fn guest_stage_fault_rnr_naks_suspends_and_resumes_with_an_unsolicited_ack() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(8192, 21);
-    let src = buffer(
-        &mut f,
-        a,
-        8192,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&data),
-    );
+    let src = source(&mut f, a, 8192, 21);
     // The application's pages exist; the region's translations do not.
     let dst = buffer(&mut f, b, 8192, RW, MrMode::OnDemand, Some(&[0; 8192]));
     post_send(&mut f, a, write_wr(1, src, 8192, dst));
@@ -83,14 +76,7 @@ fn host_stage_fault_swaps_the_page_in_and_the_data_lands() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(4096, 33);
-    let src = buffer(
-        &mut f,
-        a,
-        4096,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&data),
-    );
+    let src = source(&mut f, a, 4096, 33);
     let old = pattern(4096, 99);
     let dst = buffer(&mut f, b, 4096, RW, MrMode::Pinned, Some(&old));
     // The host swaps the VM page out: stage 1 still maps it, stage 2 not.
@@ -173,7 +159,7 @@ fn a_gather_fault_delays_the_sender_without_a_nak() {
         MrMode::OnDemand,
         Some(&data),
     );
-    let dst = buffer(&mut f, b, 4096, RW, MrMode::Pinned, None);
+    let dst = sink(&mut f, b, 4096);
     post_recv(
         &mut f,
         b,
@@ -301,7 +287,7 @@ fn y_finish(x_mode: MrMode) -> (SimTime, u64) {
     let xs = source(&mut f, xa, 65_536, 1);
     let xd = buffer(&mut f, xb, 65_536, RW, x_mode, Some(&[0; 65_536]));
     let ys = source(&mut f, ya, 65_536, 2);
-    let yd = buffer(&mut f, yb, 65_536, RW, MrMode::Pinned, None);
+    let yd = sink(&mut f, yb, 65_536);
     for i in 0..16u64 {
         post_send(
             &mut f,
@@ -374,14 +360,7 @@ fn a_send_into_an_on_demand_receive_buffer_faults_and_is_delivered() {
     let mut f = fabric(1, RdmaHostConfig::default());
     let (a, b) = pair(&mut f, 0, 0, QpType::Rc, PathMtu::Mtu1024);
     let data = pattern(6000, 41);
-    let src = buffer(
-        &mut f,
-        a,
-        6000,
-        Access::empty(),
-        MrMode::Pinned,
-        Some(&data),
-    );
+    let src = source(&mut f, a, 6000, 41);
     let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE, MrMode::OnDemand, None);
     post_recv(
         &mut f,

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use iovirt::link::LinkConfig;
-use iovirt::rdma_sim::{ConnectAttrs, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig};
+use iovirt::rdma_sim::{ConnectAttrs, LossFilter, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig};
 use iovirt_core::{CostModel, SimTime};
 use iovirt_drivers::{Placement, SendWr, WorkCompletion};
 use iovirt_hca::Mkey;
@@ -56,6 +56,27 @@ pub fn pair(f: &mut RdmaFabric, g0: usize, g1: usize, qp_type: QpType, mtu: Path
 pub fn source(f: &mut RdmaFabric, e: End, len: u64, seed: u8) -> (u64, Mkey) {
     let data = pattern(len as usize, seed);
     buffer(f, e, len, Access::empty(), MrMode::Pinned, Some(&data))
+}
+
+/// A pinned destination region of `len` bytes, writable locally and by
+/// the peer.
+pub fn sink(f: &mut RdmaFabric, e: End, len: u64) -> (u64, Mkey) {
+    let rw = Access::LOCAL_WRITE | Access::REMOTE_WRITE;
+    buffer(f, e, len, rw, MrMode::Pinned, None)
+}
+
+/// A loss filter that drops the `nth` frame (from 1) in direction `dir`
+/// (0: host 0 to host 1), once.
+pub fn drop_once(dir: usize, nth: u32) -> LossFilter {
+    let mut seen = 0;
+    Box::new(move |d, _| {
+        if d == dir {
+            seen += 1;
+            seen == nth
+        } else {
+            false
+        }
+    })
 }
 
 /// Allocates application memory of `len` bytes, filled with `fill`
