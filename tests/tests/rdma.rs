@@ -41,14 +41,6 @@ fn rc_rdma_write_lands_byte_exact_through_both_stages() {
 use iovirt_drivers::SendWr;
 use iovirt_hca::wqe::{Remote, Sge, WqeFlags, WqeOpcode};
 
-fn sge(buf: (u64, iovirt_hca::Mkey), len: u32) -> Sge {
-    Sge {
-        addr: buf.0,
-        length: len,
-        lkey: buf.1,
-    }
-}
-
 #[test]
 fn rc_send_with_immediate_spans_packets_into_one_receive() {
     let mut f = fabric(1, RdmaHostConfig::default());

@@ -10,13 +10,13 @@ mod rdma_common;
 
 use iovirt::rdma_sim::{RdmaFabric, RdmaHostConfig};
 use iovirt_core::{CostModel, SimTime};
-use iovirt_drivers::{Advice, SendWr};
+use iovirt_drivers::Advice;
 use iovirt_hca::HcaConfig;
 use iovirt_hca::cqe::CqeStatus;
 use iovirt_hca::mr::{Access, MrMode};
 use iovirt_hca::qp::{PathMtu, QpState, QpType};
 use iovirt_hca::wire::{AethSyndrome, RocePacket};
-use iovirt_hca::wqe::{Remote, Sge, WqeFlags, WqeOpcode};
+use iovirt_hca::wqe::{Remote, WqeFlags, WqeOpcode};
 use rdma_common::*;
 
 const RW: Access = Access::LOCAL_WRITE.union(Access::REMOTE_WRITE);
@@ -160,34 +160,18 @@ fn a_gather_fault_delays_the_sender_without_a_nak() {
         Some(&data),
     );
     let dst = sink(&mut f, b, 4096);
-    post_recv(
-        &mut f,
-        b,
-        1,
-        Sge {
-            addr: dst.0,
-            length: 4096,
-            lkey: dst.1,
-        },
-    );
+    post_recv(&mut f, b, 1, sge(dst, 4096));
     post_send(
         &mut f,
         a,
-        SendWr {
-            wr_id: 1,
-            opcode: WqeOpcode::Send,
-            flags: WqeFlags::SIGNALED,
-            imm: 0,
-            remote: Remote::None,
-            sges: [
-                Some(Sge {
-                    addr: src.0,
-                    length: 3000,
-                    lkey: src.1,
-                }),
-                None,
-            ],
-        },
+        send_wr(
+            1,
+            WqeOpcode::Send,
+            WqeFlags::SIGNALED,
+            0,
+            Remote::None,
+            Some(sge(src, 3000)),
+        ),
     );
     settle(&mut f, 10_000_000);
     assert_bytes(&read_app(&mut f, b, dst.0, 3000), &data);
@@ -221,24 +205,17 @@ fn a_read_response_fault_delays_without_a_nak() {
     post_send(
         &mut f,
         a,
-        SendWr {
-            wr_id: 1,
-            opcode: WqeOpcode::RdmaRead,
-            flags: WqeFlags::SIGNALED,
-            imm: 0,
-            remote: Remote::Rdma {
+        send_wr(
+            1,
+            WqeOpcode::RdmaRead,
+            WqeFlags::SIGNALED,
+            0,
+            Remote::Rdma {
                 va: remote.0,
                 rkey: remote.1,
             },
-            sges: [
-                Some(Sge {
-                    addr: local.0,
-                    length: 5000,
-                    lkey: local.1,
-                }),
-                None,
-            ],
-        },
+            Some(sge(local, 5000)),
+        ),
     );
     settle(&mut f, 10_000_000);
     assert_bytes(&read_app(&mut f, a, local.0, 5000), &data);
@@ -362,34 +339,18 @@ fn a_send_into_an_on_demand_receive_buffer_faults_and_is_delivered() {
     let data = pattern(6000, 41);
     let src = source(&mut f, a, 6000, 41);
     let dst = buffer(&mut f, b, 8192, Access::LOCAL_WRITE, MrMode::OnDemand, None);
-    post_recv(
-        &mut f,
-        b,
-        5,
-        Sge {
-            addr: dst.0,
-            length: 8192,
-            lkey: dst.1,
-        },
-    );
+    post_recv(&mut f, b, 5, sge(dst, 8192));
     post_send(
         &mut f,
         a,
-        SendWr {
-            wr_id: 1,
-            opcode: WqeOpcode::Send,
-            flags: WqeFlags::SIGNALED,
-            imm: 0,
-            remote: Remote::None,
-            sges: [
-                Some(Sge {
-                    addr: src.0,
-                    length: 6000,
-                    lkey: src.1,
-                }),
-                None,
-            ],
-        },
+        send_wr(
+            1,
+            WqeOpcode::Send,
+            WqeFlags::SIGNALED,
+            0,
+            Remote::None,
+            Some(sge(src, 6000)),
+        ),
     );
     let codes = rnr_codes(&mut f, 10_000_000);
     assert_bytes(&read_app(&mut f, b, dst.0, 6000), &data);

@@ -51,6 +51,15 @@ pub fn pair(f: &mut RdmaFabric, g0: usize, g1: usize, qp_type: QpType, mtu: Path
     (a, b)
 }
 
+/// A scatter/gather entry over the first `len` bytes of `buf`.
+pub fn sge(buf: (u64, Mkey), len: u32) -> Sge {
+    Sge {
+        addr: buf.0,
+        length: len,
+        lkey: buf.1,
+    }
+}
+
 /// A pinned source region of `len` bytes holding `pattern(len, seed)`,
 /// with no remote rights.
 pub fn source(f: &mut RdmaFabric, e: End, len: u64, seed: u8) -> (u64, Mkey) {
