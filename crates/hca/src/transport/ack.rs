@@ -3,7 +3,6 @@
 
 use iovirt_core::{AccessKind, SimDuration, SimTime};
 
-use super::requester::Stall;
 use super::{Dir, HcaEnv, Miss};
 use crate::cqe::CqeStatus;
 use crate::device::Hca;
@@ -215,19 +214,12 @@ impl Hca {
             skip = 0;
         }
         match miss {
-            Some(m @ Miss::Fault { mkey, .. }) => {
+            Some(m @ Miss::Fault { .. }) => {
                 // Drop the response; the READ is asked again from here once
                 // the page is back.
-                if let Some((token, _)) = self.raise_fault(qpn, m, AccessKind::Write, env)
-                    && let Some(q) = self.qps.get_mut(&qpn)
-                {
-                    q.req.stall = Some(Stall {
-                        token,
-                        mkey,
-                        since: env.now,
-                    });
-                    q.req.deadline = None;
-                    q.req.rewind(psn, mtu);
+                if let Some(req) = self.stall_on_fault(qpn, m, AccessKind::Write, env) {
+                    req.deadline = None;
+                    req.rewind(psn, mtu);
                 }
             }
             Some(m) => {

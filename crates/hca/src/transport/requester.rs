@@ -457,6 +457,29 @@ impl Hca {
         true
     }
 
+    /// Raises the page fault of `miss` (a fault, else nothing happens) and
+    /// stalls `qpn`'s sender until it is resumed: a fault on local memory
+    /// delays the QP without a NAK. Returns the stalled requester.
+    pub(super) fn stall_on_fault(
+        &mut self,
+        qpn: Qpn,
+        miss: Miss,
+        access: AccessKind,
+        env: &mut HcaEnv<'_>,
+    ) -> Option<&mut Requester> {
+        let Miss::Fault { mkey, .. } = miss else {
+            return None;
+        };
+        let (token, _) = self.raise_fault(qpn, miss, access, env)?;
+        let q = self.qps.get_mut(&qpn)?;
+        q.req.stall = Some(Stall {
+            token,
+            mkey,
+            since: env.now,
+        });
+        Some(&mut q.req)
+    }
+
     /// A gather missed: a protection error fails the WQE; a fault stalls
     /// the QP until it is resumed (seed 001, paragraph 0062: no NAK, the
     /// data waits in local memory).
@@ -468,16 +491,8 @@ impl Hca {
         env: &mut HcaEnv<'_>,
     ) -> bool {
         match miss {
-            Miss::Fault { mkey, .. } => {
-                if let Some((token, _)) = self.raise_fault(qpn, miss, AccessKind::Read, env)
-                    && let Some(q) = self.qps.get_mut(&qpn)
-                {
-                    q.req.stall = Some(Stall {
-                        token,
-                        mkey,
-                        since: env.now,
-                    });
-                }
+            Miss::Fault { .. } => {
+                self.stall_on_fault(qpn, miss, AccessKind::Read, env);
                 false
             }
             Miss::Protection(_) | Miss::Stage2(_) => {
