@@ -7,12 +7,10 @@
 //! a frame between VMs of one host takes that host's `vm_to_vm` path.
 
 use iovirt_core::{CostModel, SimDuration, SimTime};
-use iovirt_iommu::RequesterId;
-use iovirt_vmm::NetworkConfig;
 
 use super::check::host_endpoint;
-use super::{FlowRow, HostCounters, HostSpec, HostsOutcome, Owed, Params, rows};
-use crate::host_sim::{Fabric, HostSim, VmShape, build_host};
+use super::{FlowRow, HostCounters, HostSpec, HostsOutcome, Owed, Params, build_spec_host, rows};
+use crate::host_sim::{Fabric, HostSim};
 use crate::link::{Link, LinkConfig};
 use crate::platform::{Pacing, PlatformError, frame};
 
@@ -43,31 +41,9 @@ pub(super) fn run(
     for (h, spec) in specs.iter().enumerate() {
         first.push(macs.len());
         macs.extend((0..spec.vms.len()).map(|v| host_vm_mac(h, v)));
-        let shapes: Vec<VmShape> = spec
-            .vms
-            .iter()
-            .map(|vm| VmShape {
-                memory: vm.memory_mib << 20,
-                rx_descriptors: vm.rx_descriptors,
-                tx_descriptors: 64,
-            })
-            .collect();
-        let (host, net, guests) = build_host(
-            64 + 16 * spec.vms.len() as u64,
-            spec.data_frames,
-            NetworkConfig {
-                uplink_mac: [0x52, 0x54, 0, 0, h as u8, 0x01],
-                uplink_requester: RequesterId::from_raw(0x100),
-                uplink_rx_descriptors: 128,
-                uplink_tx_descriptors: 128,
-                demux: spec.demux,
-                vm_to_vm: spec.vm_to_vm,
-                crossover_patience: 64,
-                crossover_timeout_ns: 100_000,
-            },
-            &shapes,
-            &|v| host_vm_mac(h, v),
-        )?;
+        let (host, net, guests) = build_spec_host(spec, [0x52, 0x54, 0, 0, h as u8, 0x01], &|v| {
+            host_vm_mac(h, v)
+        })?;
         let mut sim = HostSim::new(
             host,
             net,

@@ -345,37 +345,54 @@ pub fn run(
     }
 }
 
+/// Builds a host as `spec` describes it: its VMs (with their drivers) and
+/// its network, with the scenario's fixed ring sizes and crossover
+/// settings; both forms build their hosts here.
+fn build_spec_host(
+    spec: &HostSpec,
+    uplink_mac: [u8; 6],
+    vm_mac: &dyn Fn(usize) -> [u8; 6],
+) -> Result<(Host, Network, Vec<SimGuest>), PlatformError> {
+    let shapes: Vec<VmShape> = spec
+        .vms
+        .iter()
+        .map(|vm| VmShape {
+            memory: vm.memory_mib << 20,
+            rx_descriptors: vm.rx_descriptors,
+            tx_descriptors: 64,
+        })
+        .collect();
+    build_host(
+        64 + 16 * spec.vms.len() as u64,
+        spec.data_frames,
+        NetworkConfig {
+            uplink_mac,
+            uplink_requester: RequesterId::from_raw(0x100),
+            uplink_rx_descriptors: 128,
+            uplink_tx_descriptors: 128,
+            demux: spec.demux,
+            vm_to_vm: spec.vm_to_vm,
+            crossover_patience: 64,
+            crossover_timeout_ns: 100_000,
+        },
+        &shapes,
+        vm_mac,
+    )
+}
+
 /// The single-host form.
 fn run_host(
     params: &Params,
     cost: &CostModel,
     tap: &mut dyn FnMut(SimTime, &[u8]),
 ) -> Result<HostOutcome, PlatformError> {
-    let shapes: Vec<VmShape> = params
-        .vms
-        .iter()
-        .map(|spec| VmShape {
-            memory: spec.memory_mib << 20,
-            rx_descriptors: spec.rx_descriptors,
-            tx_descriptors: 64,
-        })
-        .collect();
-    let (mut host, mut net, guests) = build_host(
-        64 + 16 * params.vms.len() as u64,
-        params.data_frames,
-        NetworkConfig {
-            uplink_mac: UPLINK_MAC,
-            uplink_requester: RequesterId::from_raw(0x100),
-            uplink_rx_descriptors: 128,
-            uplink_tx_descriptors: 128,
-            demux: params.demux,
-            vm_to_vm: params.vm_to_vm,
-            crossover_patience: 64,
-            crossover_timeout_ns: 100_000,
-        },
-        &shapes,
-        &vm_mac,
-    )?;
+    let spec = HostSpec {
+        demux: params.demux,
+        vm_to_vm: params.vm_to_vm,
+        data_frames: params.data_frames,
+        vms: params.vms.clone(),
+    };
+    let (mut host, mut net, guests) = build_spec_host(&spec, UPLINK_MAC, &vm_mac)?;
     let mut vms: Vec<(VmId, E1000Driver)> = guests.into_iter().map(|g| (g.vm, g.driver)).collect();
     let ends: Vec<(Option<usize>, Option<usize>)> = params
         .flows
