@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::link::LinkConfig;
 use crate::platform::PlatformError;
-use crate::rdma_sim::{ConnectAttrs, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig};
+use crate::rdma_sim::{
+    AppPages, ConnectAttrs, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig, hca_err,
+};
 
 /// Frames a link holds (on the wire or waiting): the HCA sends only as the
 /// cable takes them, as a real port's transmit scheduler does.
@@ -242,10 +244,6 @@ pub fn run(params: &Params, cost: &CostModel) -> Result<Vec<Row>, PlatformError>
     run_tapped(params, cost, &mut |_, _| {})
 }
 
-fn hca_err(what: &'static str) -> impl Fn(iovirt_drivers::VerbsError) -> PlatformError {
-    move |e| PlatformError::Hca(format!("{what}: {e}"))
-}
-
 /// The byte at offset `i` of QP `q`'s message `m`: every message differs.
 fn fill(q: usize, m: u32, i: usize) -> u8 {
     (i as u32)
@@ -305,51 +303,31 @@ fn run_mode(
             let (a, b) = f.connect_pair(vm, vm, QpType::Rc, 6, attrs)?;
             let idx = qps.len();
             let [h0, h1] = &mut f.hosts;
-            let src = h0
-                .with_guest(
-                    vm,
-                    |d, bus| -> Result<(u64, iovirt_hca::Mkey), PlatformError> {
-                        let va = d
-                            .app_alloc(bus, per_qp_bytes, true)
-                            .map_err(hca_err("app_alloc"))?;
-                        let data: Vec<u8> = (0..per_qp_bytes as usize)
-                            .map(|i| {
-                                fill(
-                                    idx,
-                                    (i / params.message_len as usize) as u32,
-                                    i % params.message_len as usize,
-                                )
-                            })
-                            .collect();
-                        d.app_write(bus, va, &data).map_err(hca_err("app_write"))?;
-                        let key = d
-                            .reg_mr(bus, a.pd, va, per_qp_bytes, Access::empty(), MrMode::Pinned)
-                            .map_err(hca_err("reg_mr"))?;
-                        Ok((va, key))
-                    },
-                )
-                .ok_or_else(|| PlatformError::Hca("no guest".into()))??;
-            let dst = h1
-                .with_guest(
-                    vm,
-                    |d, bus| -> Result<(u64, iovirt_hca::Mkey), PlatformError> {
-                        let va = d
-                            .app_alloc(bus, per_qp_bytes, true)
-                            .map_err(hca_err("app_alloc"))?;
-                        let key = d
-                            .reg_mr(
-                                bus,
-                                b.pd,
-                                va,
-                                per_qp_bytes,
-                                Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-                                dst_mode,
-                            )
-                            .map_err(hca_err("reg_mr"))?;
-                        Ok((va, key))
-                    },
-                )
-                .ok_or_else(|| PlatformError::Hca("no guest".into()))??;
+            let data: Vec<u8> = (0..per_qp_bytes as usize)
+                .map(|i| {
+                    fill(
+                        idx,
+                        (i / params.message_len as usize) as u32,
+                        i % params.message_len as usize,
+                    )
+                })
+                .collect();
+            let src = h0.app_region(
+                vm,
+                a.pd,
+                per_qp_bytes,
+                Access::empty(),
+                MrMode::Pinned,
+                AppPages::Filled(&data),
+            )?;
+            let dst = h1.app_region(
+                vm,
+                b.pd,
+                per_qp_bytes,
+                Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+                dst_mode,
+                AppPages::Touched,
+            )?;
             if faulting && matches!(mode, Mode::OdpHost | Mode::OdpBoth) {
                 // The host swaps the destination pages out before the run.
                 let mut page = dst.0;

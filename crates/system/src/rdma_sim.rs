@@ -28,6 +28,18 @@ const GUEST_PAGES_BASE: u64 = 1 << 20;
 /// Application virtual addresses start here.
 pub const APP_BASE: u64 = 0x4000_0000;
 
+/// What an application did with a region's pages before registering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppPages<'a> {
+    /// Never touched: each page appears on first use (a guest-stage fault
+    /// with on-demand paging).
+    Untouched,
+    /// Touched: every page is backed, zeroed.
+    Touched,
+    /// Written with these bytes: every page is backed.
+    Filled(&'a [u8]),
+}
+
 /// One VM on an RDMA host.
 #[derive(Debug)]
 pub struct RdmaGuest {
@@ -213,6 +225,34 @@ impl RdmaHost {
             },
         };
         Some(f(&mut g.driver, &mut bus))
+    }
+
+    /// Application memory of `len` bytes for guest `guest`, its pages as
+    /// `pages` says, registered in `pd` with `access` in `mode`. Returns the
+    /// address and the key.
+    pub fn app_region(
+        &mut self,
+        guest: usize,
+        pd: iovirt_hca::Pdn,
+        len: u64,
+        access: iovirt_hca::mr::Access,
+        mode: iovirt_hca::mr::MrMode,
+        pages: AppPages<'_>,
+    ) -> Result<(u64, iovirt_hca::Mkey), PlatformError> {
+        self.with_guest(guest, |d, bus| {
+            let populate = !matches!(pages, AppPages::Untouched);
+            let va = d
+                .app_alloc(bus, len, populate)
+                .map_err(hca_err("app_alloc"))?;
+            if let AppPages::Filled(data) = pages {
+                d.app_write(bus, va, data).map_err(hca_err("app_write"))?;
+            }
+            let key = d
+                .reg_mr(bus, pd, va, len, access, mode)
+                .map_err(hca_err("reg_mr"))?;
+            Ok((va, key))
+        })
+        .ok_or_else(|| PlatformError::Hca(format!("no guest {guest}")))?
     }
 
     /// Runs the HCA at `now`: timers due, a frame, then sending (at most
@@ -532,7 +572,8 @@ impl Default for ConnectAttrs {
     }
 }
 
-fn hca_err(what: &str) -> impl Fn(iovirt_drivers::VerbsError) -> PlatformError + '_ {
+/// A driver error as a platform error naming the verb.
+pub(crate) fn hca_err(what: &str) -> impl Fn(iovirt_drivers::VerbsError) -> PlatformError + '_ {
     move |e| PlatformError::Hca(format!("{what}: {e}"))
 }
 

@@ -4,7 +4,7 @@
 //! `tests/no_alloc.rs`.
 
 use iovirt::link::LinkConfig;
-use iovirt::rdma_sim::{RdmaFabric, RdmaHost, RdmaHostConfig};
+use iovirt::rdma_sim::{AppPages, RdmaFabric, RdmaHost, RdmaHostConfig};
 use iovirt_core::{CostModel, FrameQueue, Irq, NetworkPort, SimTime};
 use iovirt_drivers::{Placement, QpInit, SendWr, WorkCompletion};
 use iovirt_hca::mr::{Access, MrMode};
@@ -93,17 +93,9 @@ fn connect(h: &mut RdmaHost, a: End, peer_qpn: Qpn, peer: AddressVector) {
 
 /// Application memory of `len` bytes in a pinned region, optionally filled.
 fn buffer(h: &mut RdmaHost, e: End, len: u64, access: Access, fill: Option<&[u8]>) -> (u64, Mkey) {
-    h.with_guest(0, |d, bus| {
-        let va = d.app_alloc(bus, len, true).unwrap();
-        if let Some(data) = fill {
-            d.app_write(bus, va, data).unwrap();
-        }
-        let key = d
-            .reg_mr(bus, e.pd, va, len, access, MrMode::Pinned)
-            .unwrap();
-        (va, key)
-    })
-    .unwrap()
+    let pages = fill.map_or(AppPages::Touched, AppPages::Filled);
+    h.app_region(0, e.pd, len, access, MrMode::Pinned, pages)
+        .unwrap()
 }
 
 /// Bytes that differ from their neighbours and from other seeds'.

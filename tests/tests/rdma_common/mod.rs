@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use iovirt::link::LinkConfig;
-use iovirt::rdma_sim::{ConnectAttrs, LossFilter, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig};
+use iovirt::rdma_sim::{
+    AppPages, ConnectAttrs, LossFilter, QpEnd, RdmaFabric, RdmaHost, RdmaHostConfig,
+};
 use iovirt_core::{CostModel, SimTime};
 use iovirt_drivers::{Placement, SendWr, WorkCompletion};
 use iovirt_hca::Mkey;
@@ -98,17 +100,13 @@ pub fn buffer(
     mode: MrMode,
     fill: Option<&[u8]>,
 ) -> (u64, Mkey) {
+    let pages = match (fill, mode) {
+        (Some(data), _) => AppPages::Filled(data),
+        (None, MrMode::Pinned) => AppPages::Touched,
+        (None, _) => AppPages::Untouched,
+    };
     f.hosts[e.host]
-        .with_guest(e.guest, |d, bus| {
-            let va = d
-                .app_alloc(bus, len, fill.is_some() || mode == MrMode::Pinned)
-                .unwrap();
-            if let Some(data) = fill {
-                d.app_write(bus, va, data).unwrap();
-            }
-            let key = d.reg_mr(bus, e.pd, va, len, access, mode).unwrap();
-            (va, key)
-        })
+        .app_region(e.guest, e.pd, len, access, mode, pages)
         .unwrap()
 }
 
